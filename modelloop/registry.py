@@ -1,0 +1,103 @@
+"""Registry conventions shared by every part: aliases and roles, stage mapping, tag keys, artifact paths,
+experiment names.
+
+Training writes with these names, the controller and the scoring tier read them, monitoring finds the
+reference profile through them. Changing a value here changes the on-disk contract with existing registries.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """What a registered version is for.
+
+    Roles are held by aliases; MLflow's deprecated stages map to them."""
+
+    CHAMPION = "champion"
+    CHALLENGER = "challenger"
+
+
+#: The alias that marks the champion: the version answering production traffic.
+PRODUCTION_ALIAS = "production"
+#: The alias that marks the candidate: shadow or canary traffic.
+CHALLENGER_ALIAS = "challenger"
+
+ALIAS_FOR_ROLE: dict[Role, str] = {Role.CHAMPION: PRODUCTION_ALIAS, Role.CHALLENGER: CHALLENGER_ALIAS}
+
+#: MLflow's deprecated stages, honoured for older registries, mapped to the same roles.
+STAGE_FOR_ROLE: dict[Role, str] = {Role.CHAMPION: "Production", Role.CHALLENGER: "Staging"}
+
+
+class Route(StrEnum):
+    """How a scored instance was answered; recorded with every logged prediction."""
+
+    CHAMPION = "champion"
+    CHALLENGER = "challenger"  # canary: the challenger answered the caller
+    SHADOW = "shadow"  # scored by the challenger off the response path
+
+
+#: Every tag key modelloop writes starts with this prefix.
+TAG_PREFIX = "modelloop."
+
+# Tags on model versions.
+TAG_GATE = "modelloop.gate"  # "passed" | "failed"
+TAG_GATE_REASONS = "modelloop.gate.reasons"
+TAG_GATE_MARGIN = "modelloop.gate.margin"
+TAG_ROLLOUT = "modelloop.rollout"  # "serving" | "failed" | "rolled_back" | "retired"
+TAG_ROLLOUT_REASON = "modelloop.rollout.reason"
+TAG_ROLLOUT_BINDING = "modelloop.rollout.binding"
+TAG_ROLLOUT_SINCE = "modelloop.rollout.since"
+TAG_TRAINING_RUN = "modelloop.training_run_id"
+
+# Tags on runs.
+TAG_RUN_KIND = "modelloop.kind"  # "training" | "trial" | "baseline" | "monitoring" | "deployment"
+TAG_CONFIG_PATH = "modelloop.config"
+TAG_TRIGGERED_BY = "modelloop.triggered_by"  # training run started by a monitoring run: its run id
+TAG_MONITOR_MODEL = "modelloop.monitor.model"
+TAG_MONITOR_WINDOW = "modelloop.monitor.window"
+
+# Artifact paths inside a training run.
+MODEL_ARTIFACT_PATH = "model"
+REFERENCE_PROFILE_PATH = "modelloop/reference_profile.json"
+RESOLVED_CONFIG_PATH = "modelloop/training_config.yaml"
+
+# Experiments modelloop creates.
+MONITORING_EXPERIMENT = "modelloop-monitoring"
+DEPLOYMENTS_EXPERIMENT = "modelloop-deployments"
+
+
+def is_modelloop_tag(key: str) -> bool:
+    """True for tag keys written by modelloop."""
+    return key.startswith(TAG_PREFIX)
+
+
+__all__ = [
+    "ALIAS_FOR_ROLE",
+    "CHALLENGER_ALIAS",
+    "DEPLOYMENTS_EXPERIMENT",
+    "MODEL_ARTIFACT_PATH",
+    "MONITORING_EXPERIMENT",
+    "PRODUCTION_ALIAS",
+    "REFERENCE_PROFILE_PATH",
+    "RESOLVED_CONFIG_PATH",
+    "STAGE_FOR_ROLE",
+    "TAG_CONFIG_PATH",
+    "TAG_GATE",
+    "TAG_GATE_MARGIN",
+    "TAG_GATE_REASONS",
+    "TAG_MONITOR_MODEL",
+    "TAG_MONITOR_WINDOW",
+    "TAG_PREFIX",
+    "TAG_ROLLOUT",
+    "TAG_ROLLOUT_BINDING",
+    "TAG_ROLLOUT_REASON",
+    "TAG_ROLLOUT_SINCE",
+    "TAG_RUN_KIND",
+    "TAG_TRAINING_RUN",
+    "TAG_TRIGGERED_BY",
+    "Role",
+    "Route",
+    "is_modelloop_tag",
+]

@@ -1,0 +1,97 @@
+"""Shared fixtures: one real `mlflow server` per test session, a real PostgreSQL database per session.
+
+PostgreSQL is started by `make test` (tools/ensure-postgres.sh); `MODELLOOP_TEST_POSTGRES_URL` names an admin
+connection that may create databases. Nothing here is skipped: a missing service fails the tests that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[str]:
+    """URL of a real `mlflow server` on loopback (SQLite backend, proxied artifacts, webhooks to loopback)."""
+    from deploy.mlflow_server import MlflowServer
+
+    data_dir = Path(tempfile.mkdtemp(prefix="modelloop-mlflow-"))
+    server = MlflowServer(data_dir, webhook_secret_key=_fernet_key())
+    server.start(timeout=120)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _fernet_key() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def tracking_uri(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point MLflow's client (and anything reading MLFLOW_TRACKING_URI) at the session's server."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        yield mlflow_server
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    url = os.environ.get("MODELLOOP_TEST_POSTGRES_URL")
+    if not url:
+        pytest.fail("MODELLOOP_TEST_POSTGRES_URL is not set: run the tests through `make test`")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session (dropped at the end)."""
+    name = f"modelloop_test_{secrets.token_hex(4)}"
+    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for one test."""
+    name = f"modelloop_t_{secrets.token_hex(4)}"
+    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
