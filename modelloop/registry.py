@@ -58,6 +58,14 @@ TAG_TRIGGERED_BY = "modelloop.triggered_by"  # training run started by a monitor
 TAG_MONITOR_MODEL = "modelloop.monitor.model"
 TAG_MONITOR_WINDOW = "modelloop.monitor.window"
 
+# Params and metric names of a training run (the parent run), read by the gate and by monitoring.
+PARAM_METRIC = "modelloop.metric"  # the metric the study optimises, e.g. "roc_auc", "rmse"
+PARAM_DIRECTION = "modelloop.direction"  # "maximize" | "minimize"
+PARAM_TASK = "modelloop.task"  # "classification" | "regression"
+PARAM_TARGET = "modelloop.target"  # the target column
+TEST_METRIC_PREFIX = "test."  # the model's metrics on the test set: "test.roc_auc", "test.accuracy", ...
+BASELINE_METRIC_PREFIX = "baseline.test."  # the baseline's metrics on the same test set
+
 # Artifact paths inside a training run.
 MODEL_ARTIFACT_PATH = "model"
 REFERENCE_PROFILE_PATH = "modelloop/reference_profile.json"
@@ -75,10 +83,15 @@ def is_modelloop_tag(key: str) -> bool:
 
 __all__ = [
     "ALIAS_FOR_ROLE",
+    "BASELINE_METRIC_PREFIX",
     "CHALLENGER_ALIAS",
     "DEPLOYMENTS_EXPERIMENT",
     "MODEL_ARTIFACT_PATH",
     "MONITORING_EXPERIMENT",
+    "PARAM_DIRECTION",
+    "PARAM_METRIC",
+    "PARAM_TARGET",
+    "PARAM_TASK",
     "PRODUCTION_ALIAS",
     "REFERENCE_PROFILE_PATH",
     "RESOLVED_CONFIG_PATH",
@@ -97,6 +110,7 @@ __all__ = [
     "TAG_RUN_KIND",
     "TAG_TRAINING_RUN",
     "TAG_TRIGGERED_BY",
+    "TEST_METRIC_PREFIX",
     "Role",
     "Route",
     "is_modelloop_tag",
