@@ -1,0 +1,144 @@
+"""The Kubernetes API boundary: the few calls the target and the leader elector make, as a port, and its
+implementation over the official client's DynamicClient (server-side apply under `FIELD_MANAGER`).
+
+Tests replace `KubeApi` with a fake that records calls and plays back statuses; nothing above this module
+knows the `kubernetes` package. Errors: `TemporaryError` when the API server cannot be reached or answers
+5xx/429, `ConflictError` on a 409 (optimistic concurrency), `PermanentError` on other refusals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ..errors import PermanentError, TemporaryError
+from .manifests import FIELD_MANAGER, Manifest
+
+log = logging.getLogger(__name__)
+
+
+class ConflictError(PermanentError):
+    """The object changed since it was read (or already exists)."""
+
+
+class KubeApi(Protocol):
+    def apply(self, obj: Manifest) -> Manifest:
+        """Server-side apply `obj` under the controller's field manager (forcing conflicts)."""
+        ...
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None: ...
+
+    def list(self, api_version: str, kind: str, *, label_selector: str) -> list[Manifest]:
+        """Objects in every namespace matching the selector."""
+        ...
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete; a missing object is no error."""
+        ...
+
+    def create(self, obj: Manifest) -> Manifest:
+        """Create; `ConflictError` when it exists."""
+        ...
+
+    def replace(self, obj: Manifest) -> Manifest:
+        """Replace at `metadata.resourceVersion`; `ConflictError` when it changed."""
+        ...
+
+
+class DynamicKubeApi:
+    """`KubeApi` over `kubernetes.dynamic.DynamicClient`. Loads in-cluster config, else the kubeconfig."""
+
+    def __init__(self, *, kubeconfig: str | None = None, context: str | None = None) -> None:
+        from kubernetes import config, dynamic
+        from kubernetes.client import ApiClient
+
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        self._dyn = dynamic.DynamicClient(ApiClient())  # type: ignore[no-untyped-call]
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            if status == 404:
+                return None
+            if status == 409:
+                raise ConflictError(f"{what}: conflict") from None
+            if status == 429 or status >= 500 or status == 0:
+                raise TemporaryError(f"{what}: Kubernetes API answered {status}", delay=5.0) from None
+            raise PermanentError(f"{what}: Kubernetes API refused ({status} {exc.reason})") from None
+        except (HTTPError, OSError) as exc:
+            raise TemporaryError(
+                f"{what}: Kubernetes API unreachable ({type(exc).__name__})", delay=5.0
+            ) from None
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self._call(f"discover {kind}", self._dyn.resources.get, api_version=api_version, kind=kind)
+
+    @staticmethod
+    def _dict(obj: Any) -> Manifest | None:
+        return None if obj is None else dict(obj.to_dict())
+
+    def apply(self, obj: Manifest) -> Manifest:
+        meta = obj["metadata"]
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        out = self._call(
+            f"apply {obj['kind']} {meta['name']}",
+            self._dyn.server_side_apply,
+            res,
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return self._dict(out) or {}
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        res = self._resource(api_version, kind)
+        return self._dict(
+            self._call(f"get {kind} {name}", self._dyn.get, res, name=name, namespace=namespace)
+        )
+
+    def list(self, api_version: str, kind: str, *, label_selector: str) -> list[Manifest]:
+        res = self._resource(api_version, kind)
+        out = self._call(f"list {kind}", self._dyn.get, res, label_selector=label_selector)
+        return [] if out is None else [dict(item) for item in out.to_dict().get("items", [])]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        res = self._resource(api_version, kind)
+        self._call(f"delete {kind} {name}", self._dyn.delete, res, name=name, namespace=namespace)
+
+    def create(self, obj: Manifest) -> Manifest:
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        out = self._call(
+            f"create {obj['kind']} {meta['name']}",
+            self._dyn.create,
+            res,
+            body=obj,
+            namespace=meta.get("namespace"),
+        )
+        return self._dict(out) or {}
+
+    def replace(self, obj: Manifest) -> Manifest:
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        out = self._call(
+            f"replace {obj['kind']} {meta['name']}",
+            self._dyn.replace,
+            res,
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+        )
+        return self._dict(out) or {}
+
+
+__all__ = ["ConflictError", "DynamicKubeApi", "KubeApi"]

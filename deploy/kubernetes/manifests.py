@@ -1,0 +1,298 @@
+"""Renders one binding into the Kubernetes objects that serve it. Pure: no I/O, no `kubernetes` import.
+
+Called by `deploy.kubernetes.target.KubernetesTarget` (applied with server-side apply) and by the Helm chart's
+tests, which check that the chart's scoring objects agree with these. `render_binding` returns, in order:
+
+- `apps/v1 Deployment` `modelloop-<binding>`: the model version pinned in the pod spec (container args and the
+  `modelloop.io/model-version` annotation), so `kubectl rollout undo` goes back to the previous version;
+  RollingUpdate with `maxUnavailable: 0`, `maxSurge: 1`, `minReadySeconds`, `progressDeadlineSeconds`;
+  native gRPC startup, readiness and liveness probes on the scoring port (health needs no TLS or auth);
+  a preStop sleep and a termination grace longer than preStop + the server's drain; resources;
+  the Pod Security "restricted" profile (non-root, no privilege escalation, all capabilities dropped,
+  RuntimeDefault seccomp, read-only root with an emptyDir at /tmp); `automountServiceAccountToken: false`.
+  No `replicas` when the autoscaler owns them.
+- `v1 Service` (ClusterIP): `grpc` and `metrics` ports.
+- `autoscaling/v2 HorizontalPodAutoscaler` (only with `binding.autoscaling`): CPU utilisation target and
+  explicit scale-up / scale-down behaviour.
+- `policy/v1 PodDisruptionBudget`: `maxUnavailable: 1` (a single replica never blocks node drains forever).
+
+The prediction-log URL holds a password: it is read from the Secret `prediction_log_secret` (key `url`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..bindings import Binding
+
+Manifest = dict[str, Any]
+
+FIELD_MANAGER = "modelloop-controller"
+MODEL_ANNOTATION = "modelloop.io/model"
+VERSION_ANNOTATION = "modelloop.io/model-version"
+CHALLENGER_ANNOTATION = "modelloop.io/challenger-version"
+BINDING_LABEL = "modelloop.io/binding"
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How scoring pods run; the same for every binding of one controller."""
+
+    tracking_uri: str = "http://modelloop-mlflow:5000"
+    prediction_log_secret: str | None = None  # Secret with key `url`; None: no prediction log
+    grpc_port: int = 8081
+    metrics_port: int = 9090
+    drain_seconds: int = 20  # the server's graceful-shutdown drain
+    pre_stop_seconds: int = 5  # endpoints are removed before the server starts draining
+    min_ready_seconds: int = 10
+    progress_deadline_seconds: int = 300
+    run_as_user: int = 10001
+    image_pull_policy: str = "IfNotPresent"
+
+
+def object_name(binding: Binding) -> str:
+    """Name of every object of a binding."""
+    return f"modelloop-{binding.name}"
+
+
+def selector_labels(binding: Binding) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "modelloop-scoring", "app.kubernetes.io/instance": binding.name}
+
+
+def common_labels(binding: Binding) -> dict[str, str]:
+    return {
+        **selector_labels(binding),
+        "app.kubernetes.io/component": "scoring",
+        "app.kubernetes.io/part-of": "modelloop",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        BINDING_LABEL: binding.name,
+    }
+
+
+def _metadata(binding: Binding) -> dict[str, Any]:
+    return {"name": object_name(binding), "namespace": binding.namespace, "labels": common_labels(binding)}
+
+
+def _serve_args(
+    binding: Binding, version: str, challenger_version: str | None, opts: ServingOptions
+) -> list[str]:
+    args = ["serve", "--model", f"{binding.model}/{version}"]
+    if challenger_version is not None and binding.challenger is not None:
+        args += [
+            "--challenger",
+            f"{binding.model}/{challenger_version}",
+            "--challenger-mode",
+            binding.challenger.mode,
+        ]
+        if binding.challenger.mode == "canary":
+            args += ["--canary-share", str(binding.challenger.share)]
+    args += [
+        "--host",
+        "0.0.0.0",  # noqa: S104 - inside the pod
+        "--port",
+        str(opts.grpc_port),
+        "--metrics-port",
+        str(opts.metrics_port),
+        "--tracking-uri",
+        opts.tracking_uri,
+    ]
+    if opts.prediction_log_secret is None:
+        args += ["--prediction-log-url", "none"]
+    return args
+
+
+def _container(
+    binding: Binding, image: str, version: str, challenger_version: str | None, opts: ServingOptions
+) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [{"name": "OMP_NUM_THREADS", "value": "1"}]
+    if opts.prediction_log_secret is not None:
+        env.append(
+            {
+                "name": "MODELLOOP_PREDICTION_LOG_URL",
+                "valueFrom": {"secretKeyRef": {"name": opts.prediction_log_secret, "key": "url"}},
+            }
+        )
+    probe = {"grpc": {"port": opts.grpc_port}}
+    resources: dict[str, Any] = {"requests": dict(binding.resources.requests)}
+    if binding.resources.limits:
+        resources["limits"] = dict(binding.resources.limits)
+    return {
+        "name": "scoring",
+        "image": image,
+        "imagePullPolicy": opts.image_pull_policy,
+        "command": ["python", "-m", "modelloop"],
+        "args": _serve_args(binding, version, challenger_version, opts),
+        "env": env,
+        "ports": [
+            {"name": "grpc", "containerPort": opts.grpc_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": opts.metrics_port, "protocol": "TCP"},
+        ],
+        "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+    }
+
+
+def render_deployment(
+    binding: Binding,
+    *,
+    image: str,
+    version: str,
+    challenger_version: str | None = None,
+    options: ServingOptions,
+) -> Manifest:
+    opts = options
+    annotations = {MODEL_ANNOTATION: binding.model, VERSION_ANNOTATION: version}
+    if challenger_version is not None:
+        annotations[CHALLENGER_ANNOTATION] = challenger_version
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(binding)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "minReadySeconds": opts.min_ready_seconds,
+        "progressDeadlineSeconds": opts.progress_deadline_seconds,
+        "revisionHistoryLimit": 10,
+        "template": {
+            "metadata": {"labels": common_labels(binding), "annotations": annotations},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": opts.pre_stop_seconds + opts.drain_seconds + 10,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": opts.run_as_user,
+                    "runAsGroup": opts.run_as_user,
+                    "fsGroup": opts.run_as_user,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [_container(binding, image, version, challenger_version, opts)],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        },
+    }
+    if binding.autoscaling is None:
+        spec["replicas"] = binding.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**_metadata(binding), "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def render_service(binding: Binding, *, options: ServingOptions) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(binding),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(binding),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": options.grpc_port,
+                    "targetPort": "grpc",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+                {"name": "metrics", "port": options.metrics_port, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def render_hpa(binding: Binding) -> Manifest | None:
+    if binding.autoscaling is None:
+        return None
+    scaling = binding.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(binding),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": object_name(binding)},
+            "minReplicas": scaling.min,
+            "maxReplicas": scaling.max,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.cpu_target},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 30},
+                        {"type": "Pods", "value": 2, "periodSeconds": 30},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "selectPolicy": "Min",
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def render_pdb(binding: Binding) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(binding),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(binding)}},
+    }
+
+
+def render_binding(
+    binding: Binding,
+    *,
+    image: str,
+    version: str,
+    challenger_version: str | None = None,
+    options: ServingOptions | None = None,
+) -> list[Manifest]:
+    """Every object serving `binding` at `version` (see the module docstring), in apply order."""
+    opts = options or ServingOptions()
+    objects = [
+        render_deployment(
+            binding, image=image, version=version, challenger_version=challenger_version, options=opts
+        ),
+        render_service(binding, options=opts),
+    ]
+    hpa = render_hpa(binding)
+    if hpa is not None:
+        objects.append(hpa)
+    objects.append(render_pdb(binding))
+    return objects
+
+
+__all__ = [
+    "BINDING_LABEL",
+    "CHALLENGER_ANNOTATION",
+    "FIELD_MANAGER",
+    "MODEL_ANNOTATION",
+    "VERSION_ANNOTATION",
+    "Manifest",
+    "ServingOptions",
+    "common_labels",
+    "object_name",
+    "render_binding",
+    "selector_labels",
+]

@@ -1,0 +1,163 @@
+"""The Kubernetes target's apply / wait / rollback logic and the Lease elector, against a fake at the client
+boundary; plus the target contract suite over it."""
+
+import pytest
+
+from deploy.bindings import parse_bindings
+from deploy.errors import RolloutFailedError
+from deploy.kubernetes.leader import LeaseElector
+from deploy.kubernetes.manifests import VERSION_ANNOTATION
+from deploy.kubernetes.target import KubernetesTarget
+from deploy.target import DeploymentSpec
+
+from .fake_kube import FakeKubeApi
+from .target_contract import TargetContract
+
+[BINDING] = parse_bindings(
+    {
+        "bindings": [
+            {
+                "name": "churn",
+                "model": "m",
+                "target": "kubernetes",
+                "namespace": "ml",
+                "autoscaling": {"min": 2, "max": 4},
+            }
+        ]
+    }
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make(api: FakeKubeApi, clock: Clock) -> KubernetesTarget:
+    return KubernetesTarget(api, image="img:1", poll=1.0, clock=clock, sleep=clock.sleep)
+
+
+def spec(version: str) -> DeploymentSpec:
+    return DeploymentSpec(binding=BINDING, champion_version=version)
+
+
+def pinned(api: FakeKubeApi) -> str:
+    dep = api.objects[("Deployment", "ml", "modelloop-churn")]
+    return str(dep["spec"]["template"]["metadata"]["annotations"][VERSION_ANNOTATION])
+
+
+def test_create_applies_all_objects_and_waits() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    api.scripts["1"] = ["progressing", "progressing", "complete"]
+    state = make(api, clock).create(spec("1"), deadline=60)
+    assert state.champion_version == "1" and state.ready
+    applied = [(k, n) for verb, k, n in api.calls if verb == "apply"]
+    assert applied == [
+        ("Deployment", "modelloop-churn"),
+        ("Service", "modelloop-churn"),
+        ("HorizontalPodAutoscaler", "modelloop-churn"),
+        ("PodDisruptionBudget", "modelloop-churn"),
+    ]
+    assert clock.now > 1_000.0  # it waited for the rollout
+
+
+def test_progress_deadline_exceeded_rolls_back() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    target = make(api, clock)
+    target.create(spec("1"), deadline=60)
+    api.scripts["2"] = ["progressing", "failed"]
+    with pytest.raises(RolloutFailedError, match="ProgressDeadlineExceeded"):
+        target.update(spec("2"), deadline=600)
+    assert pinned(api) == "1"
+    state = target.get("churn")
+    assert state is not None and state.champion_version == "1"
+
+
+def test_deadline_without_progress_rolls_back() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    target = make(api, clock)
+    target.create(spec("1"), deadline=60)
+    api.scripts["2"] = ["progressing"]
+    with pytest.raises(RolloutFailedError, match="not complete within 30s"):
+        target.update(spec("2"), deadline=30)
+    assert pinned(api) == "1" and clock.now >= 1_030
+
+
+def test_failed_create_deletes_objects() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    api.scripts["1"] = ["failed"]
+    with pytest.raises(RolloutFailedError):
+        make(api, clock).create(spec("1"), deadline=60)
+    assert api.objects == {}
+
+
+def test_reapply_same_version_does_not_bump_generation() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    target = make(api, clock)
+    target.create(spec("1"), deadline=60)
+    gen = api.objects[("Deployment", "ml", "modelloop-churn")]["metadata"]["generation"]
+    target.update(spec("1"), deadline=60)
+    assert api.objects[("Deployment", "ml", "modelloop-churn")]["metadata"]["generation"] == gen
+
+
+class TestKubernetesTargetContract(TargetContract):
+    @pytest.fixture
+    def versions(self) -> tuple[str, str, str, str]:
+        return ("m", "1", "2", "3")
+
+    @pytest.fixture
+    def target(self) -> KubernetesTarget:
+        api, clock = FakeKubeApi(), Clock()
+        api.scripts["3"] = ["progressing", "failed"]
+        return make(api, clock)
+
+
+def test_lease_election() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    a = LeaseElector(
+        api, name="modelloop-controller", namespace="ml", identity="a", lease_seconds=15, clock=clock
+    )
+    b = LeaseElector(
+        api, name="modelloop-controller", namespace="ml", identity="b", lease_seconds=15, clock=clock
+    )
+    assert a.try_acquire_or_renew() and a.is_leader()
+    assert not b.try_acquire_or_renew() and not b.is_leader()
+    clock.now += 10
+    assert a.try_acquire_or_renew()  # renewal
+    clock.now += 10
+    assert not b.try_acquire_or_renew()  # a renewed 10 s ago
+    clock.now += 20  # a stopped renewing: its lease expired
+    assert not a.is_leader()
+    assert b.try_acquire_or_renew() and b.is_leader()
+    lease = api.objects[("Lease", "ml", "modelloop-controller")]["spec"]
+    assert lease["holderIdentity"] == "b" and lease["leaseTransitions"] == 1
+    assert not a.try_acquire_or_renew()
+
+
+def test_lease_race_conflict_leaves_one_leader() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    a = LeaseElector(api, name="l", namespace="ml", identity="a", clock=clock)
+    b = LeaseElector(api, name="l", namespace="ml", identity="b", clock=clock)
+    a.try_acquire_or_renew()
+    clock.now += 100
+    stale = api.get("coordination.k8s.io/v1", "Lease", "ml", "l")
+    assert b.try_acquire_or_renew()
+    api.objects[("Lease", "ml", "l")]  # b holds it now; a replaying with the stale resourceVersion conflicts
+    assert stale is not None
+    stale["spec"]["holderIdentity"] = "a"
+    with pytest.raises(Exception, match="changed"):
+        api.replace(stale)
+    assert not a.try_acquire_or_renew() and b.is_leader()
+
+
+def test_api_down_means_follower() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    a = LeaseElector(api, name="l", namespace="ml", identity="a", clock=clock)
+    api.down = True
+    assert not a.try_acquire_or_renew()
