@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from modelloop.registry import is_modelloop_tag
+
 from .bindings import Binding
 from .errors import TemporaryError
 from .reconcile import Reconciler, Result
@@ -89,7 +91,11 @@ class Controller:
             self._cond.notify_all()
 
     def on_event(self, event: Event) -> None:
-        """A verified webhook: reconcile the bindings that serve the event's model."""
+        """A verified webhook: reconcile the bindings that serve the event's model. Tags modelloop itself
+        sets (`modelloop.*`) are skipped; deleting one (e.g. a failed rollout's tag, to retry) is not."""
+        key = event.data.get("key")
+        if event.action == "set" and isinstance(key, str) and is_modelloop_tag(key):
+            return
         affected = [b.name for b in self.bindings.values() if b.model == event.model]
         if affected:
             self.enqueue(affected)

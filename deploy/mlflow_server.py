@@ -46,6 +46,7 @@ class MlflowServer:
         workers: int = 1,
         webhook_secret_key: str | None = None,
         log_file: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -53,6 +54,7 @@ class MlflowServer:
         self.workers = workers
         self.webhook_secret_key = webhook_secret_key
         self.log_file = log_file or self.data_dir / "mlflow-server.log"
+        self.extra_env = dict(extra_env or {})  # e.g. MLFLOW_WEBHOOK_CACHE_TTL for tests and benchmarks
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,6 +93,7 @@ class MlflowServer:
         )
         if self.webhook_secret_key:
             env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = self.webhook_secret_key
+        env.update(self.extra_env)
         env.pop("MLFLOW_TRACKING_URI", None)
         return env
 

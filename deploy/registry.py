@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,7 +114,9 @@ class MlflowRegistry(Registry):
 
         def by_stage() -> str | None:
             try:
-                found = self._client.get_latest_versions(model, stages=[stage])
+                with warnings.catch_warnings():  # stages are deprecated; honouring them is the point here
+                    warnings.simplefilter("ignore", FutureWarning)
+                    found = self._client.get_latest_versions(model, stages=[stage])
             except RestException as exc:
                 if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                     return None

@@ -142,3 +142,11 @@ def test_controller_follower_does_nothing(registry: MemoryRegistry, target: Fake
     controller = Controller([BINDING], registry, {"local": target}, leader=Follower())
     assert controller.reconcile_all() == {"churn": None}
     assert target.calls == []
+
+
+def test_own_tag_events_are_ignored_but_deletions_count(registry: MemoryRegistry, target: FakeTarget) -> None:
+    controller = Controller([BINDING], registry, {"local": target})
+    controller.on_event(Event("model_version_tag", "set", {"name": "m", "key": "modelloop.rollout"}))
+    assert controller._due == {}
+    controller.on_event(Event("model_version_tag", "deleted", {"name": "m", "key": "modelloop.rollout"}))
+    assert set(controller._due) == {"churn"}
