@@ -1,6 +1,5 @@
-"""The whole promotion against a real cluster: the controller with the Kubernetes target rolls out v1,
-then v2,
-and rolls a broken version back (tagged failed), with Lease leader election on."""
+"""The whole promotion against a real cluster: the controller with the Kubernetes target rolls out v1, then
+v2, and rolls a broken version back (tagged failed), with Lease leader election on."""
 
 from __future__ import annotations
 
