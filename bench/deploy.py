@@ -1,0 +1,180 @@
+"""Promotion latency of the local target: from `set_registered_model_alias` to the new version answering
+gRPC calls, with the MLflow webhook (median of 5; target <= 5 s) and with the poll only (median of 3; target
+<= poll interval + 5 s). The poll interval is shortened to 5 s here so the run stays short; the bound scales
+with it. Anchors measured in the same run: MLflow's webhook delivery alone (alias set -> webhook received)
+and a bare hot swap (ScoringClient.load_model).
+
+Run: `python bench/run.py deploy` (starts its own MLflow server and scoring server; about 2 minutes).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WEBHOOK_TARGET_S = 5.0
+POLL_INTERVAL_S = 5.0
+POLL_SLACK_S = 5.0
+
+
+def _answering(address: str, model: str, version: str, rows: list[dict[str, float]], timeout: float) -> float:
+    """Seconds until `version` is the champion and a prediction succeeds."""
+    from serving.client import ScoringClient
+
+    start = time.monotonic()
+    client = ScoringClient(address)
+    try:
+        while time.monotonic() - start < timeout:
+            try:
+                champions = {m.name: str(m.champion_version) for m in client.list_models()}
+                if champions.get(model) == version:
+                    client.predict(model, rows)
+                    return time.monotonic() - start
+            except Exception:
+                pass
+            time.sleep(0.02)
+    finally:
+        client.close()
+    raise TimeoutError(f"{model}/{version} not answering within {timeout}s")
+
+
+def main() -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import mlflow
+    from serving.client import ScoringClient
+
+    from deploy.bindings import parse_bindings
+    from deploy.controller import Controller
+    from deploy.local import LocalTarget
+    from deploy.mlflow_server import MlflowServer
+    from deploy.registry import MlflowRegistry
+    from deploy.webhook_registration import register_webhook
+    from tests.models import register_reference_model
+
+    data = Path(tempfile.mkdtemp(prefix="modelloop-bench-deploy-"))
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    server = MlflowServer(
+        data / "mlflow", webhook_secret_key=key, extra_env={"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
+    )
+    server.start(timeout=120)
+    target = LocalTarget(tracking_uri=server.url, work_dir=data / "serving")
+    try:
+        name = "bench-deploy"
+        versions = [register_reference_model(server.url, name, max_iter=5 + i, seed=i) for i in range(2)]
+        rows = [
+            {k: float(v) for k, v in r.items()}
+            for r in versions[0].features.head(1).to_dict(orient="records")
+        ]
+        client = mlflow.MlflowClient(server.url)
+        bindings = parse_bindings({"bindings": [{"name": "bench", "model": name}]})
+        secret = secrets.token_urlsafe(24)
+
+        ctl = Controller(bindings, MlflowRegistry(server.url), {"local": target}, poll_interval=3600,
+                         webhook_secret=secret)  # fmt: skip
+        hook = ctl.webhook
+        assert hook is not None
+        ctl.start()
+        register_webhook(server.url, url=hook.url, secret=secret)
+        time.sleep(1.5)  # the server's webhook list cache (1 s here)
+        client.set_registered_model_alias(name, "production", versions[0].version)
+        _wait_deployed(target, 120)
+        _answering(target.address("bench"), name, versions[0].version, rows, timeout=120)
+
+        webhook_s, delivery_s = [], []  # delivery: the anchor, MLflow's webhook delivery alone
+        for i in range(5):
+            version = versions[(i + 1) % 2].version
+            before = hook.accepted
+            t0 = time.monotonic()
+            client.set_registered_model_alias(name, "production", version)
+            while hook.accepted == before and time.monotonic() - t0 < 30:
+                time.sleep(0.005)
+            delivery_s.append(time.monotonic() - t0)
+            webhook_s.append(
+                time.monotonic() - t0 + _answering(target.address("bench"), name, version, rows, 60)
+            )
+        ctl.stop()
+
+        # anchor 2: a bare hot swap through the client
+        swap_s = []
+        scoring = ScoringClient(target.address("bench"))
+        current = champion_now(scoring, name)
+        for _ in range(3):
+            version = versions[0].version if current == versions[1].version else versions[1].version
+            t0 = time.monotonic()
+            scoring.load_model(name, version, timeout=60)
+            swap_s.append(time.monotonic() - t0)
+            current = version
+        scoring.close()
+        target.update(target_spec(bindings[0], current), deadline=60)  # keep the target's record in line
+
+        # poll only
+        ctl = Controller(
+            bindings, MlflowRegistry(server.url), {"local": target}, poll_interval=POLL_INTERVAL_S
+        )
+        ctl.start()
+        poll_s = []
+        for _ in range(3):
+            version = versions[0].version if current == versions[1].version else versions[1].version
+            t0 = time.monotonic()
+            client.set_registered_model_alias(name, "production", version)
+            poll_s.append(
+                time.monotonic() - t0 + _answering(target.address("bench"), name, version, rows, 60)
+            )
+            current = version
+        ctl.stop()
+    finally:
+        target.close()
+        server.stop()
+
+    w, p = statistics.median(webhook_s), statistics.median(poll_s)
+    bound = POLL_INTERVAL_S + POLL_SLACK_S
+    table = [
+        ("anchor: MLflow webhook delivery", statistics.median(delivery_s), len(delivery_s), None),
+        ("anchor: bare hot swap (load_model)", statistics.median(swap_s), len(swap_s), None),
+        ("alias -> new version answering, webhook", w, len(webhook_s), WEBHOOK_TARGET_S),
+        (f"alias -> answering, poll only ({POLL_INTERVAL_S:.0f} s poll)", p, len(poll_s), bound),
+    ]
+    print(f"{'measure':44} {'median s':>9} {'runs':>5} {'target s':>9} {'ratio':>6}")
+    for label, median, runs, limit in table:
+        extra = f" {limit:9.1f} {median / limit:6.2f}" if limit else ""
+        print(f"{label:44} {median:9.2f} {runs:5d}{extra}")
+    print("webhook runs:", ", ".join(f"{x:.2f}" for x in webhook_s))
+    print("poll runs:", ", ".join(f"{x:.2f}" for x in poll_s))
+    return 0 if w <= WEBHOOK_TARGET_S and p <= bound else 1
+
+
+def _wait_deployed(target: object, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            target.address("bench")  # type: ignore[attr-defined]
+            return
+        except KeyError:
+            time.sleep(0.05)
+    raise TimeoutError("first deployment did not happen")
+
+
+def champion_now(client: object, model: str) -> str:
+    for m in client.list_models():  # type: ignore[attr-defined]
+        if m.name == model:
+            return str(m.champion_version)
+    raise LookupError(model)
+
+
+def target_spec(binding: object, version: str) -> object:
+    from deploy.target import DeploymentSpec
+
+    return DeploymentSpec(binding=binding, champion_version=version)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
