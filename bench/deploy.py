@@ -32,7 +32,9 @@ def _answering(address: str, model: str, version: str, rows: list[dict[str, floa
     try:
         while time.monotonic() - start < timeout:
             try:
-                champions = {m.name: str(m.champion_version) for m in client.list_models()}
+                champions = {
+                    _field(m, "name"): str(_field(m, "champion_version")) for m in client.list_models()
+                }
                 if champions.get(model) == version:
                     client.predict(model, rows)
                     return time.monotonic() - start
@@ -152,6 +154,10 @@ def main() -> int:
     return 0 if w <= WEBHOOK_TARGET_S and p <= bound else 1
 
 
+def _field(item: object, key: str) -> object:
+    return item[key] if isinstance(item, dict) else getattr(item, key)
+
+
 def _wait_deployed(target: object, timeout: float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -165,8 +171,8 @@ def _wait_deployed(target: object, timeout: float) -> None:
 
 def champion_now(client: object, model: str) -> str:
     for m in client.list_models():  # type: ignore[attr-defined]
-        if m.name == model:
-            return str(m.champion_version)
+        if _field(m, "name") == model:
+            return str(_field(m, "champion_version"))
     raise LookupError(model)
 
 
