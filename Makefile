@@ -46,7 +46,7 @@ postgres:
 helm-bin: venv
 	bash tools/fetch-helm.sh
 
-test: venv postgres lint
+test: venv postgres helm-bin lint
 	$(BIN)/pytest tests -m "not k8s" -p no:cacheprovider
 
 test-unit: venv
