@@ -1,0 +1,137 @@
+"""Each drift statistic against scipy or its direct formula, to 1e-9, on fixed seeded data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from scipy import stats as sps
+from scipy.spatial.distance import jensenshannon
+
+from modelloop.profile import OTHER_CATEGORY, profile_categorical, profile_numeric
+from monitoring import stats
+from monitoring.config import DriftRules
+from monitoring.drift import category_values, feature_drift, numeric_drift
+
+TOL = 1e-9
+
+
+def _data(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(0.0, 1.0, 5000)
+    cur = np.round(rng.normal(0.3, 1.2, 2500), 2)  # rounded: ties inside the current sample
+    return ref, cur
+
+
+def test_ks_matches_scipy_on_the_quantile_points() -> None:
+    ref, cur = _data()
+    q = np.asarray(profile_numeric(pd.Series(ref)).quantiles)
+    expected = sps.ks_2samp(q, cur, method="asymp")
+    d = stats.ks_statistic(q, np.sort(cur))
+    assert abs(d - expected.statistic) < TOL
+    assert abs(stats.ks_pvalue(d, q.size, cur.size) - expected.pvalue) < TOL
+
+
+def test_ks_with_ties_in_the_reference() -> None:
+    rng = np.random.default_rng(3)
+    ref = np.round(rng.normal(size=1001), 1)  # many repeated quantiles
+    cur = np.round(rng.normal(0.1, 1.0, 700), 1)
+    expected = sps.ks_2samp(ref, cur, method="asymp")
+    d = stats.ks_statistic(np.sort(ref), np.sort(cur))
+    assert abs(d - expected.statistic) < TOL
+    assert abs(stats.ks_pvalue(d, ref.size, cur.size) - expected.pvalue) < TOL
+
+
+def test_ks_pvalue_uses_the_real_reference_size() -> None:
+    # the p-value of the raw reference rows (n=5000), not of the 1001 quantile points
+    assert stats.ks_pvalue(0.03, 5000, 2500) == pytest.approx(
+        sps.kstwo.sf(0.03, round(5000 * 2500 / 7500)), abs=TOL
+    )
+    assert stats.ks_pvalue(0.03, 5000, 2500) < stats.ks_pvalue(0.03, 1001, 2500)
+
+
+def test_wasserstein_matches_scipy() -> None:
+    ref, cur = _data()
+    q = np.asarray(profile_numeric(pd.Series(ref)).quantiles)
+    assert abs(stats.wasserstein(q, np.sort(cur)) - sps.wasserstein_distance(q, cur)) < TOL
+    std = stats.population_std(float(np.std(ref, ddof=1)), ref.size)
+    assert abs(std - float(np.std(ref))) < TOL
+    assert (
+        abs(
+            stats.normalised_wasserstein(q, np.sort(cur), std)
+            - sps.wasserstein_distance(q, cur) / np.std(ref)
+        )
+        < TOL
+    )
+
+
+def test_psi_direct_formula_and_bins_match_the_profile() -> None:
+    ref, cur = _data()
+    profile = profile_numeric(pd.Series(ref))
+    edges = np.asarray(profile.bin_edges)
+    shares = stats.bin_shares(np.sort(cur), edges)
+    counts = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=edges.size + 1)
+    assert np.allclose(shares, counts / cur.size, atol=TOL, rtol=0)
+    r = np.clip(np.asarray(profile.bin_fractions), 1e-4, None)
+    c = np.clip(shares, 1e-4, None)
+    expected = sum((ci - ri) * math.log(ci / ri) for ri, ci in zip(r, c, strict=True))
+    assert abs(stats.psi(np.asarray(profile.bin_fractions), shares) - expected) < TOL
+
+
+def test_psi_of_half_sd_shift_is_about_the_issue_figure() -> None:
+    rng = np.random.default_rng(11)
+    profile = profile_numeric(pd.Series(rng.normal(size=100_000)))
+    cur = np.sort(rng.normal(0.5, 1.0, 100_000))
+    value = stats.psi(np.asarray(profile.bin_fractions), stats.bin_shares(cur, np.asarray(profile.bin_edges)))
+    assert 0.2 < value < 0.28
+
+
+def test_categorical_statistics_match_scipy() -> None:
+    ref = pd.Series(["a"] * 50 + ["b"] * 30 + ["c"] * 20)
+    profile = profile_categorical(ref)
+    cur = np.array(["a"] * 30 + ["b"] * 30 + ["c"] * 25 + ["z"] * 15, dtype=object)
+    r, counts, unseen = stats.category_shares(cur, profile.frequencies, other=OTHER_CATEGORY)
+    assert counts.tolist() == [30, 30, 25, 15]
+    assert r.tolist() == [0.5, 0.3, 0.2, 0.0]
+    assert unseen == pytest.approx(0.15, abs=TOL)
+    assert abs(stats.jensen_shannon(r, counts / 100) - jensenshannon(r, counts / 100)) < TOL
+    expected = np.clip(r, 1e-4, None)
+    expected = expected / expected.sum() * 100
+    chi = sps.chisquare(counts, expected)
+    stat, p = stats.chi_square(r, counts)
+    assert abs(stat - chi.statistic) < TOL
+    assert abs(p - chi.pvalue) < TOL
+
+
+def test_drift_rules_switch_on_window_size() -> None:
+    rng = np.random.default_rng(5)
+    profile = profile_numeric(pd.Series(rng.normal(size=20_000)))
+    rules = DriftRules()
+    big = numeric_drift("x", profile, rng.normal(0.5, 1.0, 5000), rules)
+    assert big.drifted and big.rule == "wasserstein >= 0.1" and big.psi_band in {"moderate", "major"}
+    small = numeric_drift("x", profile, rng.normal(0.5, 1.0, 200), rules)
+    assert small.drifted and small.rule == "ks_pvalue < 0.05"
+    tiny = numeric_drift("x", profile, rng.normal(0.5, 1.0, 10), rules)
+    assert tiny.status == "insufficient" and not tiny.drifted
+
+
+def test_missing_values_and_absent_columns() -> None:
+    rng = np.random.default_rng(2)
+    profile = profile_numeric(pd.Series(rng.normal(size=1000)))
+    values = rng.normal(size=2000)
+    values[:500] = np.nan
+    result = numeric_drift("x", profile, values, DriftRules())
+    assert result.count == 1500
+    assert result.stats["missing_rate"] == pytest.approx(0.25)
+    assert result.stats["missing_rate_change"] == pytest.approx(0.25)
+    absent = feature_drift("x", profile, None, DriftRules(), total=100)
+    assert absent.status == "absent" and absent.stats["missing_rate"] == 1.0
+
+
+def test_float_labels_match_integer_categories() -> None:
+    profile = profile_categorical(pd.Series(np.array([0, 1, 1, 0])))
+    values = category_values(pa.array([1.0, 0.0, None, 1.0]), profile.frequencies)
+    assert values.tolist() == ["1", "0", "1"]
