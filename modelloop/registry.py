@@ -57,6 +57,13 @@ TAG_CONFIG_PATH = "modelloop.config"
 TAG_TRIGGERED_BY = "modelloop.triggered_by"  # training run started by a monitoring run: its run id
 TAG_MONITOR_MODEL = "modelloop.monitor.model"
 TAG_MONITOR_WINDOW = "modelloop.monitor.window"
+TAG_MONITOR_STATUS = "modelloop.monitor.status"  # "ok" | "insufficient" | "empty"
+# Retraining triggered by monitoring: on the monitoring run that decided, on the model version it was about,
+# and on the registered model (the last firing, for the cool-down and "never twice for the same cause").
+TAG_RETRAIN_DECISION = "modelloop.retrain.decision"  # "fired" | "cooldown" | "already_fired" | ...
+TAG_RETRAIN_CAUSE = "modelloop.retrain.cause"  # e.g. "drift:3:20261123T080000Z-20261123T081500Z"
+TAG_RETRAIN_FIRED_AT = "modelloop.retrain.fired_at"  # end (unix seconds) of the window that fired
+TAG_RETRAIN_MONITORING_RUN = "modelloop.retrain.monitoring_run"  # the monitoring run that fired
 
 # Params and metric names of a training run (the parent run), read by the gate and by monitoring.
 PARAM_METRIC = "modelloop.metric"  # the metric the study optimises, e.g. "roc_auc", "rmse"
@@ -101,8 +108,13 @@ __all__ = [
     "TAG_GATE_MARGIN",
     "TAG_GATE_REASONS",
     "TAG_MONITOR_MODEL",
+    "TAG_MONITOR_STATUS",
     "TAG_MONITOR_WINDOW",
     "TAG_PREFIX",
+    "TAG_RETRAIN_CAUSE",
+    "TAG_RETRAIN_DECISION",
+    "TAG_RETRAIN_FIRED_AT",
+    "TAG_RETRAIN_MONITORING_RUN",
     "TAG_ROLLOUT",
     "TAG_ROLLOUT_BINDING",
     "TAG_ROLLOUT_REASON",
