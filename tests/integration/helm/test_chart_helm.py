@@ -1,0 +1,114 @@
+"""The chart through the real Helm 3 and Helm 4 binaries: `helm lint --strict`, `helm template` with the
+default values and each ci/ values file, the schema refusing bad values, and every rendered object valid
+against the official Kubernetes schemas of 1.30 and the newest version kubernetes-validate knows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from .conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, render, run_helm
+
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+# Prometheus Operator kinds are CRDs: no official schema; checked by the object tests instead
+CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+VALUES = [None, *CI_VALUES]
+VALUE_IDS = ["defaults", *(p.stem for p in CI_VALUES)]
+
+
+def test_ci_values_files_exist() -> None:
+    assert {p.stem for p in CI_VALUES} >= {"production-values", "trial-values"}
+
+
+@pytest.mark.parametrize("values", VALUES, ids=VALUE_IDS)
+def test_lint_strict(helm_major: str, values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    if values is not None:
+        args += ["-f", str(values)]
+    done = run_helm(helm_major, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+@pytest.mark.parametrize("values", VALUES, ids=VALUE_IDS)
+def test_rendered_objects_validate(helm_major: str, values: Path | None) -> None:
+    objects = render(helm_major, [values] if values else None)
+    assert objects
+    unvalidated = set()
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            unvalidated.add(obj["kind"])
+            continue
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+    assert unvalidated <= CRD_KINDS
+    if values is not None and values.stem == "production-values":
+        assert unvalidated == CRD_KINDS
+
+
+def test_helm3_and_helm4_render_the_same() -> None:
+    for values in VALUES:
+        paths = [values] if values else None
+
+        def stable(objs: list[dict[str, object]]) -> list[str]:
+            # generated secrets differ per render; compare everything else
+            return sorted(yaml.safe_dump(o) for o in objs if o["kind"] != "Secret")
+
+        assert stable(render("v3", paths)) == stable(render("v4", paths))
+
+
+def _write(tmp_path: Path, document: object) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+BAD_VALUES = [
+    ({"mlflow": {"replicaz": 2}}, "replicaz"),
+    ({"mlflow": {"replicas": "two"}}, "replicas"),
+    ({"bindings": [{"name": "churn", "model": "m", "autoscaling": {"min": 1, "max": 3, "cpu": 70}}]}, "cpu"),
+    ({"bindings": [{"name": "Churn_1", "model": "m"}]}, "name"),
+    ({"bindings": [{"name": "churn", "model": "m", "namespace": "other"}]}, "namespace"),
+    ({"bindings": [{"name": "churn"}]}, "model"),
+    ({"controller": {"pollInterval": "soon"}}, "pollInterval"),
+    ({"image": {"tag": "latest"}}, "tag"),
+    ({"networkPolicy": {"enabled": "yes"}}, "enabled"),
+    ({"mlflow": {"artifacts": {"type": "gcs"}}}, "type"),
+    ({"postgresql": {"bundled": {"enabled": False}}}, "mlflowSecret"),
+    ({"mlflow": {"artifacts": {"type": "s3"}}}, "bucket"),
+    ({"tests": {"binding": 3}}, "binding"),
+]
+
+
+@pytest.mark.parametrize(("document", "named"), BAD_VALUES, ids=[b[1] for b in BAD_VALUES])
+def test_schema_rejects_bad_values(helm_major: str, tmp_path: Path, document: object, named: str) -> None:
+    path = _write(tmp_path, document)
+    done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert named in done.stderr
+
+
+def test_schema_rejection_never_echoes_values(helm_major: str, tmp_path: Path) -> None:
+    path = _write(tmp_path, {"controller": {"webhookPort": "s3cr3t-looking-value"}})
+    done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode != 0
+    assert "webhookPort" in done.stderr
+    assert "s3cr3t-looking-value" not in done.stderr
+
+
+def test_template_guards_name_the_problem(helm_major: str, tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {"bindings": [{"name": "a", "model": "m"}], "monitoring": {"retrain": True}},
+    )
+    done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode != 0 and "retraining.config" in done.stderr
+    path = _write(tmp_path, {"mlflow": {"replicas": 2}})
+    done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode != 0 and "mlflow.replicas" in done.stderr
