@@ -1,0 +1,66 @@
+"""`modelloop serve`: parse the scoring server's settings once (flags over `MODELLOOP_*` environment), set up
+logging, and run `serving.app.run` until SIGTERM (drain, then exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from modelloop.cli.errors import reports_errors
+from modelloop.errors import ConfigError
+from modelloop.logs import configure_logging
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.command()
+@click.option(
+    "--model", "models", multiple=True, help="Model to host: NAME@ALIAS or NAME/VERSION (repeatable)."
+)
+@click.option("--challenger", help="Challenger version of one hosted model: NAME/VERSION or NAME@ALIAS.")
+@click.option(
+    "--challenger-mode", type=click.Choice(["shadow", "canary"]), help="Shadow (default) or canary."
+)
+@click.option("--canary-share", type=float, help="Share of requests a canary answers (default 0.1).")
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="gRPC port (0: pick a free one; default 8081).")
+@click.option("--port-file", type=_PATH, help='Write {"grpc": port, "metrics": port} here once ready.')
+@click.option("--metrics-port", type=int, help="Prometheus metrics port (0: pick a free one).")
+@click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
+@click.option("--prediction-log-url", help="SQLAlchemy URL of the prediction log, or 'none' to turn it off.")
+@click.option("--token-file", type=_PATH, help="File with the bearer token callers must send.")
+@click.option("--max-batch-size", type=int, help="Most rows in one predict call (default 64).")
+@click.option("--max-batch-wait-ms", type=float, help="Longest wait for a batch to fill (default 1 ms).")
+@click.option("--reflection/--no-reflection", default=None, help="gRPC server reflection (default off).")
+@click.option(
+    "--unseen-categories", type=click.Choice(["reject", "pass"]), help="Unseen categories: reject or pass."
+)
+@click.option("--grace-period", type=float, help="Seconds in-flight calls get on SIGTERM (default 30).")
+@click.option("--tls-cert-file", type=_PATH, help="PEM certificate chain: serve over TLS.")
+@click.option("--tls-key-file", type=_PATH, help="PEM private key of the certificate.")
+@click.option("--tls-client-ca-file", type=_PATH, help="PEM CA bundle: require client certificates (mTLS).")
+@reports_errors
+def serve(models: tuple[str, ...], **flags: Any) -> None:
+    """Run the gRPC scoring server (Open Inference Protocol v2) for models from the MLflow registry."""
+    from serving.app import run
+    from serving.settings import ServeSettings
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if models:
+        overrides["models"] = list(models)
+    try:
+        settings = ServeSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    configure_logging(settings.log_level, settings.log_format)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP threads spin against each other on small batches
+    asyncio.run(run(settings))
+
+
+__all__ = ["serve"]

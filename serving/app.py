@@ -1,0 +1,185 @@
+"""Runs one scoring server process: builds the parts from `ServeSettings`, loads and warms the models,
+serves until SIGTERM/SIGINT, then drains. Called by `modelloop serve` (modelloop/cli/serve.py).
+
+Order: open the prediction log (lazily: a database that is down at start only means buffering), start the
+gRPC server with health NOT_SERVING, start the metrics endpoint, load every model (and the challenger), mark
+health SERVING, write the port file atomically. On SIGTERM: health NOT_SERVING, refuse new calls, let
+in-flight ones finish within the grace period, drain the batchers, flush the prediction log, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from modelloop.errors import ConfigError
+from modelloop.registry import Role
+
+from .core import InferenceCore, prediction_recorder
+from .grpc_server import ScoringServer, ServerOptions, TlsConfig
+from .hosting import BatchingConfig, ModelHost
+from .metrics import ServingMetrics
+from .model_host import load_model
+from .predlog_writer import PredictionLogWriter
+from .settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+def parse_model_ref(value: str) -> tuple[str, str]:
+    """`NAME@ALIAS` or `NAME/VERSION` -> (name, alias or version)."""
+    if "@" in value:
+        name, _, ref = value.partition("@")
+    elif "/" in value:
+        name, _, ref = value.rpartition("/")
+        if not ref.isdigit():
+            raise ConfigError(f"model reference {value!r}: the version after '/' must be a number")
+    else:
+        raise ConfigError(f"model reference {value!r}: expected NAME@ALIAS or NAME/VERSION")
+    if not name or not ref:
+        raise ConfigError(f"model reference {value!r}: expected NAME@ALIAS or NAME/VERSION")
+    return name, ref
+
+
+def write_port_file(path: Path, grpc_port: int, metrics_port: int | None) -> None:
+    """Write the ports atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"grpc": grpc_port, "metrics": metrics_port}, fh)
+    os.replace(tmp, path)
+
+
+def _tls(settings: ServeSettings) -> TlsConfig | None:
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ConfigError("TLS needs both tls_cert_file and tls_key_file")
+    try:
+        return TlsConfig(
+            cert_chain=settings.tls_cert_file.read_bytes(),
+            private_key=settings.tls_key_file.read_bytes(),
+            client_ca=settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None,
+        )
+    except OSError as exc:
+        raise ConfigError(f"TLS file unreadable: {exc.strerror}") from None
+
+
+def _token(settings: ServeSettings) -> str | None:
+    if settings.token_file is None:
+        return None
+    try:
+        token = settings.token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"token_file unreadable: {exc.strerror}") from None
+    if not token:
+        raise ConfigError("token_file is empty")
+    return token
+
+
+async def run(
+    settings: ServeSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    started: Callable[[int, int | None], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT (see the module docstring). Embedded use (tests): pass `stop` (no signal
+    handlers are installed then) and `started`, called with the gRPC and metrics ports once ready."""
+    if not settings.models:
+        raise ConfigError("no model to serve: pass --model NAME@ALIAS or NAME/VERSION")
+    refs = [parse_model_ref(m) for m in settings.models]
+    challenger = parse_model_ref(settings.challenger) if settings.challenger else None
+    if challenger is not None and challenger[0] not in {name for name, _ in refs}:
+        raise ConfigError(f"challenger model {challenger[0]} is not one of the --model names")
+    options = ServerOptions(
+        token=_token(settings),
+        reflection=settings.reflection,
+        max_message_bytes=settings.max_message_bytes,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        max_connection_age_ms=settings.max_connection_age_ms,
+        tls=_tls(settings),
+    )
+    metrics = ServingMetrics()
+    writer = None
+    if settings.prediction_log_enabled():
+        from modelloop.predlog import SqlPredictionLog
+
+        url = settings.resolved_prediction_log_url()
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        writer = PredictionLogWriter(
+            SqlPredictionLog(url, create=False),
+            metrics=metrics,
+            max_buffered=settings.predlog_max_buffered,
+            flush_interval=settings.predlog_flush_interval,
+        )
+    host = ModelHost(
+        partial(load_model, settings.tracking_uri, max_rows=settings.max_rows),
+        metrics=metrics,
+        batching=BatchingConfig(
+            settings.max_batch_size, settings.max_batch_wait_ms / 1000.0, settings.max_queue
+        ),
+        hooks=prediction_recorder(writer) if writer else None,
+    )
+    core = InferenceCore(host, metrics=metrics, reject_unseen=settings.unseen_categories == "reject")
+    server = ScoringServer(core, options)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
+    stop = stop or asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    metrics_server: Any = None
+    try:
+        port = await server.start(settings.host, settings.port)
+        metrics_port = None
+        if settings.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, settings.host, registry=metrics.registry
+            )
+            metrics_port = int(metrics_server.server_port)
+        for name, ref in refs:
+            await host.load(name, ref)
+        if challenger is not None:
+            await host.load(
+                challenger[0], challenger[1], role=Role.CHALLENGER, mode=settings.challenger_mode,
+                canary_share=settings.canary_share,
+            )  # fmt: skip
+        await server.set_serving()
+        if settings.port_file is not None:
+            write_port_file(settings.port_file, port, metrics_port)
+        log.info(
+            "serving %s on %s:%d (metrics port %s)",
+            ", ".join(host.names()),
+            settings.host,
+            port,
+            metrics_port,
+        )
+        if started is not None:
+            started(port, metrics_port)
+        await stop.wait()
+        log.info("stopping: draining in-flight calls (grace %.0fs)", settings.grace_period)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await server.stop(settings.grace_period)
+        await host.close()
+        if writer is not None:
+            await asyncio.to_thread(writer.close)
+        if metrics_server is not None:
+            with contextlib.suppress(Exception):
+                metrics_server.shutdown()
+    log.info("stopped")
+
+
+__all__ = ["parse_model_ref", "run", "write_port_file"]

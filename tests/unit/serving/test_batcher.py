@@ -1,0 +1,84 @@
+"""Adaptive batching: concurrent requests share predict calls, results are split back exactly, callers that
+go away do not break the loop, and close() drains what is queued."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from serving.batcher import Batcher
+from serving.schema import Features
+
+
+def _features(values: list[float]) -> Features:
+    return Features(len(values), matrix=np.array(values, dtype=np.float64).reshape(-1, 1))
+
+
+def test_batches_split_back_exactly() -> None:
+    sizes: list[int] = []
+
+    def predict(features: Features):  # type: ignore[no-untyped-def]
+        time.sleep(0.005)  # while predict runs, requests pile up into the next batch
+        sizes.append(features.n_rows)
+        x = features.matrix[:, 0]
+        return x * 2, np.column_stack([x, -x])
+
+    async def main() -> None:
+        batcher = Batcher(predict, name="m/1", max_batch_size=16, max_wait=0.002)
+        inputs = [[float(i * 10 + j) for j in range(1 + i % 3)] for i in range(200)]
+        results = await asyncio.gather(*(batcher.submit(_features(v), f"r{i}") for i, v in enumerate(inputs)))
+        for values, (pred, proba) in zip(inputs, results, strict=True):
+            assert pred.tolist() == [v * 2 for v in values]
+            assert proba is not None and proba[:, 1].tolist() == [-v for v in values]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sum(sizes) == sum(1 + i % 3 for i in range(200))
+    assert max(sizes) <= 16 and max(sizes) > 1
+
+
+def test_cancelled_callers_are_skipped_and_close_drains() -> None:
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def predict(features: Features):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        calls.append(features.n_rows)
+        return features.matrix[:, 0], None
+
+    async def main() -> None:
+        batcher = Batcher(predict, name="m/1", max_batch_size=4, max_wait=0)
+        first = batcher.submit(_features([1.0]), "a")
+        await asyncio.sleep(0.01)  # the first batch is now predicting (blocked on the gate)
+        gone = batcher.submit(_features([2.0]), "b")
+        queued = [batcher.submit(_features([float(i)]), f"q{i}") for i in range(6)]
+        gone.cancel()
+        closing = asyncio.create_task(batcher.close())
+        gate.set()
+        await closing
+        assert (await first)[0].tolist() == [1.0]
+        assert [(await q)[0].tolist() for q in queued] == [[float(i)] for i in range(6)]
+
+    asyncio.run(main())
+    assert sum(calls) == 7  # the cancelled request was never predicted
+
+
+def test_a_failing_predict_fails_its_batch_only() -> None:
+    def predict(features: Features):  # type: ignore[no-untyped-def]
+        if features.matrix[0, 0] < 0:
+            raise ValueError("boom")
+        return features.matrix[:, 0], None
+
+    async def main() -> None:
+        batcher = Batcher(predict, name="m/1", max_batch_size=1, max_wait=0)
+        bad = batcher.submit(_features([-1.0]), "bad")
+        good = batcher.submit(_features([3.0]), "good")
+        results = await asyncio.gather(bad, good, return_exceptions=True)
+        assert isinstance(results[0], ValueError)
+        assert results[1][0].tolist() == [3.0]
+        await batcher.close()
+
+    asyncio.run(main())
