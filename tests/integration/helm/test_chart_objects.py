@@ -157,7 +157,8 @@ def test_controller_role_is_exact() -> None:
         ("autoscaling", "horizontalpodautoscalers"),
         ("policy", "poddisruptionbudgets"),
     }
-    expected = {(g, r, v, ()) for g, r in scoring for v in ("get", "list", "create", "patch", "delete")}
+    expected = {(g, r, v, ()) for g, r in scoring for v in ("create", "patch", "delete")}
+    expected |= {("apps", "deployments", v, ()) for v in ("get", "list")}
     expected |= {("coordination.k8s.io", "leases", "create", ())}
     expected |= {("coordination.k8s.io", "leases", v, (name,)) for v in ("get", "update")}
     assert grants == expected
