@@ -1,0 +1,141 @@
+"""`modelloop monitor`: parse the monitoring settings once, wire the prediction log, MLflow and the
+retrainer (a `modelloop train` subprocess), and measure one window per model, once or every interval."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelloop.cli.errors import reports_errors
+from modelloop.errors import InvalidInputError, ModelloopError
+from modelloop.logs import configure_logging
+
+
+def _line(outcome: Any) -> str:
+    share = f"{outcome.summary.share_drifted:.3g}" if outcome.summary and outcome.status == "ok" else "-"
+    drifted = sorted(n for n, f in outcome.features.items() if f.drifted)
+    return (
+        f"{outcome.model} {outcome.window.id} version={outcome.version or '-'} status={outcome.status} "
+        f"rows={outcome.rows} share_drifted={share} drifted=[{','.join(drifted)}] "
+        f"retrain={outcome.decision.decision} run={outcome.run_id}"
+    )
+
+
+@click.command()
+@click.option("--model", "models", multiple=True, required=True, help="Registered model name (repeatable).")
+@click.option(
+    "--window",
+    "window_length",
+    help="Window length (e.g. 15m): the last complete window of that "
+    "length, aligned to multiples of it, so re-running replaces the same run.",
+)
+@click.option("--start", help="Window start (ISO-8601, UTC unless stated, or unix seconds); with --end.")
+@click.option("--end", help="Window end (exclusive); with --start.")
+@click.option("--tracking-uri", help="MLflow tracking URI.")
+@click.option("--prediction-log-url", help="SQLAlchemy URL of the prediction log.")
+@click.option("--config", "monitor_config", type=click.Path(path_type=Path), help="Monitoring config YAML.")
+@click.option("--retrain/--no-retrain", default=None, help="Launch retrainings when a policy fires.")
+@click.option(
+    "--retrain-dir", type=click.Path(path_type=Path), help="Folder for retraining configs and logs."
+)
+@click.option("--every", help="Repeat every interval (e.g. 60s) until stopped; needs --window.")
+@reports_errors
+def monitor(
+    models: tuple[str, ...],
+    window_length: str | None,
+    start: str | None,
+    end: str | None,
+    every: str | None,
+    **flags: Any,
+) -> None:
+    """Measure drift and quality of each model over a window, write it to MLflow, maybe retrain."""
+    from modelloop.predlog import open_prediction_log
+    from monitoring.config import load_monitor_config
+    from monitoring.job import run_pass, run_window
+    from monitoring.retrain import SubprocessRetrainer
+    from monitoring.settings import MonitorSettings
+    from monitoring.tracking import MonitoringTracker
+    from monitoring.window import Window, parse_duration, parse_time
+
+    if (window_length is None) == (start is None and end is None):
+        raise InvalidInputError("give either --window or both --start and --end")
+    if window_length is None and (start is None or end is None):
+        raise InvalidInputError("--start and --end go together")
+    if every is not None and window_length is None:
+        raise InvalidInputError("--every needs --window")
+    settings = MonitorSettings(**{k: v for k, v in flags.items() if v is not None})
+    configure_logging(settings.log_level, settings.log_format)
+    config = load_monitor_config(settings.monitor_config)
+    tracker = MonitoringTracker(settings.tracking_uri)
+    retrainer = SubprocessRetrainer(settings.resolved_retrain_dir()) if settings.retrain else None
+    store = open_prediction_log(settings.resolved_prediction_log_url())
+    budget = settings.memory_budget_mb << 20
+    try:
+        if window_length is None:
+            assert start is not None and end is not None
+            window = Window(parse_time(start), parse_time(end))
+            failed = False
+            for name in models:
+                try:
+                    outcome = run_window(
+                        name,
+                        window,
+                        store=store,
+                        tracker=tracker,
+                        config=config.for_model(name),
+                        retrainer=retrainer,
+                        memory_budget=budget,
+                    )
+                    click.echo(_line(outcome))
+                except ModelloopError as exc:
+                    click.echo(f"error: {name}: {exc}", err=True)
+                    failed = True
+            if failed:
+                raise SystemExit(1)
+            return
+        length = parse_duration(window_length)
+        if every is None:
+            result = run_pass(
+                models,
+                length=length,
+                store=store,
+                tracker=tracker,
+                config=config,
+                retrainer=retrainer,
+                memory_budget=budget,
+            )
+            for outcome in result.outcomes:
+                click.echo(_line(outcome))
+            for name, message in result.failures.items():
+                click.echo(f"error: {name}: {message}", err=True)
+            if result.failures:
+                raise SystemExit(1)
+            return
+        interval = parse_duration(every)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        while not stop.is_set():
+            began = time.monotonic()
+            result = run_pass(
+                models,
+                length=length,
+                store=store,
+                tracker=tracker,
+                config=config,
+                retrainer=retrainer,
+                skip_recorded=True,
+                memory_budget=budget,
+            )
+            for outcome in result.outcomes:
+                click.echo(_line(outcome))
+            for name, message in result.failures.items():
+                click.echo(f"error: {name}: {message}", err=True)
+            stop.wait(max(0.0, interval - (time.monotonic() - began)))
+    finally:
+        store.close()

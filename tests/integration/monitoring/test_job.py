@@ -1,0 +1,191 @@
+"""The monitoring job against a real MLflow server and a real prediction log (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+
+from modelloop.predlog import SqlPredictionLog
+from modelloop.registry import (
+    MONITORING_EXPERIMENT,
+    TAG_MONITOR_MODEL,
+    TAG_MONITOR_STATUS,
+    TAG_MONITOR_WINDOW,
+    TAG_RETRAIN_DECISION,
+    Route,
+)
+from monitoring.config import ModelMonitorConfig, RetrainPolicy
+from monitoring.drift import feature_drift
+from monitoring.feedback import record_feedback
+from monitoring.job import run_window
+from monitoring.tracking import MonitoringTracker
+from monitoring.window import Window, WindowReader
+from tests.integration.monitoring.conftest import T0, TEST_METRICS, WINDOW, Monitored, window_batches, write
+
+NO_RETRAIN = ModelMonitorConfig(retrain=RetrainPolicy(enabled=False))
+
+
+def _window(index: int) -> Window:
+    return Window(T0 + index * WINDOW, T0 + (index + 1) * WINDOW)
+
+
+def _artifacts(client: mlflow.MlflowClient, run_id: str) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_drifted_window_is_flagged_and_clean_window_is_not(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str, tmp_path: Path
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    clean, drifted = _window(0), _window(1)
+    write(store, window_batches(monitored, clean.start, 3000, seed=1))
+    write(store, window_batches(monitored, drifted.start, 3000, seed=2, shift=1.0))
+
+    ok = run_window(monitored.model.name, clean, store=store, tracker=tracker, config=NO_RETRAIN)
+    bad = run_window(monitored.model.name, drifted, store=store, tracker=tracker, config=NO_RETRAIN)
+
+    assert ok.status == "ok" and ok.rows == 3000 and ok.version == monitored.model.version
+    assert ok.summary is not None and not ok.summary.dataset_drifted
+    assert [n for n, f in ok.features.items() if f.drifted] == []
+    assert bad.summary is not None and bad.summary.dataset_drifted
+    assert bad.summary.share_drifted == 1.0
+
+    client = mlflow.MlflowClient(mlflow_server)
+    run = client.get_run(bad.run_id)
+    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    feature = "mean_radius"
+    for stat in ("psi", "ks_stat", "ks_pvalue", "wasserstein", "missing_rate_change"):
+        assert f"drift.{stat}.{feature}" in metrics
+    assert metrics[f"drift.wasserstein.{feature}"] == pytest.approx(
+        bad.features[feature].stats["wasserstein"]
+    )
+    assert metrics[f"drift.wasserstein.{feature}"] >= 0.1
+    assert metrics["drift.share_drifted"] == 1.0 and metrics["drift.dataset_drifted"] == 1.0
+    assert {"prediction.drift.psi", "prediction.drift.js", "prediction.drift.chi2_pvalue"} <= set(metrics)
+    assert metrics["window.rows"] == 3000
+    assert params["model_version"] == monitored.model.version
+    assert params["window_start"].startswith("2023-11-14T22:")
+    assert params["drift.wasserstein"] == "0.1" and params["drift.drift_share"] == "0.5"
+    assert tags[TAG_MONITOR_MODEL] == monitored.model.name and tags[TAG_MONITOR_WINDOW] == drifted.id
+    assert tags[TAG_MONITOR_STATUS] == "ok" and tags[TAG_RETRAIN_DECISION] == "disabled"
+    assert client.get_experiment(run.info.experiment_id).name == MONITORING_EXPERIMENT
+    assert {"report.html", "drift_history.png", "drift.json"} <= _artifacts(client, bad.run_id)
+    report = Path(client.download_artifacts(bad.run_id, "report.html", str(tmp_path))).read_text()
+    assert "DRIFTED" in report and report.count("data:image/png;base64,") >= 3
+    payload = json.loads(Path(client.download_artifacts(bad.run_id, "drift.json", str(tmp_path))).read_text())
+    assert payload["features"][feature]["drifted"] is True
+    assert client.get_run(ok.run_id).data.metrics["drift.dataset_drifted"] == 0.0
+
+
+def test_rerunning_a_window_replaces_its_run(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    window = _window(5)
+    write(store, window_batches(monitored, window.start, 1500, seed=3))
+    first = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    write(store, window_batches(monitored, window.start, 500, seed=4, prefix="late"))
+    second = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    assert first.run_id in second.replaced
+    assert tracker.window_runs(monitored.model.name, window.id) == [second.run_id]
+    client = mlflow.MlflowClient(mlflow_server)
+    assert client.get_run(first.run_id).info.lifecycle_stage == "deleted"
+    assert client.get_run(second.run_id).data.metrics["window.rows"] == 2000
+    active = client.search_runs(
+        [tracker.experiment_id()],
+        f"tags.`{TAG_MONITOR_WINDOW}` = '{window.id}' "
+        f"and tags.`{TAG_MONITOR_MODEL}` = '{monitored.model.name}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+    )
+    assert [r.info.run_id for r in active] == [second.run_id]
+
+
+def test_window_without_traffic_is_recorded_as_empty(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    outcome = run_window(monitored.model.name, _window(9), store=store, tracker=tracker, config=NO_RETRAIN)
+    assert outcome.status == "empty" and outcome.rows == 0 and outcome.features == {}
+    run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
+    assert run.data.tags[TAG_MONITOR_STATUS] == "empty"
+    assert run.data.metrics["window.rows"] == 0
+    assert "drift.share_drifted" not in run.data.metrics
+    assert "report.html" in _artifacts(mlflow.MlflowClient(mlflow_server), outcome.run_id)
+
+
+def test_small_window_is_insufficient_not_drifted(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    window = _window(11)
+    write(store, window_batches(monitored, window.start, 12, seed=5, shift=2.0, blocks=1))
+    outcome = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    assert outcome.status == "insufficient"
+    assert outcome.summary is not None and outcome.summary.drifted == 0
+
+
+def test_quality_from_feedback_beside_training_value(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    window = _window(13)
+    batches = window_batches(monitored, window.start, 1200, seed=6)
+    write(store, batches)
+    table = batches[0].table
+    ids = table.column("_request_id").to_pylist()
+    predicted = table.column("_prediction").to_pylist()
+    # labels for the first block only; every fourth label contradicts the prediction
+    truth = {rid: (1 - p if i % 4 == 0 else p) for i, (rid, p) in enumerate(zip(ids, predicted, strict=True))}
+    assert record_feedback(store, truth, model_name=monitored.model.name) == len(truth)
+    outcome = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    assert outcome.quality is not None and outcome.quality.labelled == len(truth)
+    expected_accuracy = float(np.mean([truth[r] == p for r, p in zip(ids, predicted, strict=True)]))
+    assert outcome.quality.metrics["accuracy"] == pytest.approx(expected_accuracy, abs=1e-12)
+    metrics = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id).data.metrics
+    assert metrics["quality.accuracy"] == pytest.approx(expected_accuracy)
+    assert metrics["quality.training.accuracy"] == pytest.approx(TEST_METRICS["accuracy"])
+    assert metrics["quality.labelled"] == len(truth)
+    assert "quality.f1" in metrics
+
+
+def test_shadow_and_other_versions_are_counted_not_compared(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    window = _window(15)
+    write(store, window_batches(monitored, window.start, 1500, seed=7))
+    write(
+        store, window_batches(monitored, window.start, 400, seed=8, shift=3.0, route=Route.SHADOW, prefix="s")
+    )
+    outcome = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    assert outcome.rows == 1500 and outcome.summary is not None and not outcome.summary.dataset_drifted
+    run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
+    assert run.data.metrics["window.rows_not_compared"] == 400
+    assert run.data.params["rows_not_compared_by_version_route"] == f"{monitored.model.version}/shadow=400"
+
+
+def test_reading_in_several_passes_gives_the_same_statistics(
+    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    window = _window(17)
+    write(store, window_batches(monitored, window.start, 2000, seed=9, shift=0.3, blocks=5))
+    profile = tracker.reference(monitored.model.name, monitored.model.version).profile
+    results = []
+    for budget in (512 << 20, 8 * 2000 * 4):  # everything at once; four columns a pass
+        reader = WindowReader(store, monitored.model.name, window, memory_budget=budget)
+        rows = reader.first_pass()
+        results.append(
+            {
+                name: feature_drift(
+                    name, profile.features[name], col, ModelMonitorConfig().drift, total=2000
+                ).stats
+                for name, col in reader.columns(rows, list(profile.features))
+            }
+        )
+    assert len(results[1]) == 30 and results[0] == results[1]
