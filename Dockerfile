@@ -6,7 +6,7 @@
 #   python -m modelloop monitor --model NAME ...    the monitoring job
 #   python -m modelloop train --config FILE ...     a (re)training job
 #   python -m modelloop webhook register ...        the chart's post-install hook
-# The Python dependencies are the package's own (pyproject.toml, plus its `s3` extra for S3 artifacts).
+# The Python dependencies are the package's own (pyproject.toml, plus its `server` extra: MLflow basic auth, S3 artifacts).
 # Runs as the non-root user 10001 and works with a read-only root filesystem (write only to /tmp).
 
 ARG PYTHON_IMAGE=docker.io/library/python:3.11.11-slim-bookworm
@@ -21,7 +21,7 @@ COPY training ./training
 COPY serving ./serving
 COPY monitoring ./monitoring
 COPY deploy ./deploy
-RUN /opt/modelloop/bin/pip install ".[s3]" \
+RUN /opt/modelloop/bin/pip install ".[server]" \
  && /opt/modelloop/bin/pip check \
  && /opt/modelloop/bin/python -m compileall -q /opt/modelloop/lib
 
