@@ -139,6 +139,19 @@ class SubprocessRetrainer(Retrainer):
         """How many launched retrainings are still running (reaping the finished ones)."""
         return sum(1 for child in self._children.values() if child.poll() is None)
 
+    def terminate(self, *, grace: float = 10.0) -> None:
+        """Stop every retraining still running (SIGTERM, then SIGKILL after `grace` seconds): the local
+        platform calls this when it shuts down, so no training outlives it."""
+        for child in self._children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in self._children.values():
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
 
 __all__ = [
     "CONFIG_FILENAME",

@@ -1,0 +1,98 @@
+"""`modelloop demo` (`make demo`): run the whole loop on this machine (see `demo_loop`), print the tables from
+MLflow's records, and exit non-zero if any step did not happen. `--keep` leaves the platform running until
+Ctrl-C so a person can click through the MLflow UI."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from modelloop.cli.errors import reports_errors
+from modelloop.errors import ConfigError
+from modelloop.logs import configure_logging
+
+MARKER = ".modelloop-demo"
+
+
+def fresh_data_dir(path: Path) -> Path:
+    """An empty data directory for a new demo run; only an earlier demo's directory is ever deleted."""
+    path = path.resolve()
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise ConfigError(f"{path} is not empty and was not made by the demo; choose another --data-dir")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("made by modelloop demo; deleted by the next demo run\n")
+    return path
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".modelloop/demo"),
+    show_default=True,
+    help="Where the demo's platform keeps its state (recreated on each run).",
+)
+@click.option("--keep", is_flag=True, help="Leave the platform running afterwards, until Ctrl-C.")
+@click.option("--mlflow-port", type=int, default=0, help="MLflow UI port (default: any free port).")
+@click.option("--trials", type=int, default=12, show_default=True, help="Optuna trials per training.")
+@click.option("--window", type=float, default=15.0, show_default=True, help="Monitoring window, seconds.")
+@click.option("--rate", type=float, default=12.0, show_default=True, help="Traffic, calls a second.")
+@reports_errors
+def demo(data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: float, rate: float) -> None:
+    """Run the whole loop on this machine and report what happened."""
+    from mlflow import MlflowClient
+
+    from modelloop.cli.demo_loop import BINDING, MODEL, DemoLoop, DemoSizes
+    from modelloop.cli.demo_report import render
+
+    configure_logging("WARNING", "text")
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        click.echo(f"[{time.monotonic() - started:5.0f}s] {message}", err=True)
+
+    sizes = DemoSizes(trials=trials, window=window, rate=rate)
+    loop = DemoLoop(fresh_data_dir(data_dir), sizes, say=say, mlflow_port=mlflow_port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        result = loop.run()
+        if result.tracking_uri:
+            client = MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
+            click.echo("")
+            click.echo(render(client, MODEL, BINDING))
+        stats = result.stats
+        click.echo("")
+        click.echo(
+            f"Traffic: {stats.sent} calls sent, {stats.served} served, {stats.failed} failed; "
+            f"by version {dict(sorted(stats.versions.items()))}; "
+            f"latency p50 {stats.latency_ms(0.5):.1f} ms, p99 {stats.latency_ms(0.99):.1f} ms (client side)"
+        )
+        click.echo("")
+        for number, step in enumerate(result.steps, start=1):
+            mark = {True: "ok  ", False: "FAIL", None: "skip"}[step.ok]
+            click.echo(f"  [{mark}] {number}. {step.title}")
+        click.echo("")
+        click.echo(f"MLflow UI: {result.tracking_uri}  (experiments {MODEL}, modelloop-monitoring, "
+                   "modelloop-deployments; model registry)")  # fmt: skip
+        click.echo(f"took {time.monotonic() - started:.0f}s")
+        if keep:
+            click.echo("the platform keeps running; Ctrl-C stops it", err=True)
+            try:
+                while not stop.wait(1.0):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        loop.stop()
+    if not result.ok:
+        click.echo("error: the demo did not complete every step (see above)", err=True)
+        sys.exit(1)

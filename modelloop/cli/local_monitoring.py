@@ -1,0 +1,99 @@
+"""Monitoring as the local platform runs it: every bound model, the last complete window, retraining as a
+`modelloop train` subprocess. Wired by `modelloop up` and `modelloop demo` into the platform's schedule.
+
+Each pass measures the last window that closed at least `lag` seconds ago (so the scoring servers' prediction
+log has been flushed), and only once (`skip_recorded`): the schedule may tick faster than the window length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modelloop.predlog.store import SqlPredictionLog
+    from monitoring.config import MonitorConfig
+    from monitoring.job import WindowOutcome
+    from monitoring.retrain import SubprocessRetrainer
+    from monitoring.tracking import MonitoringTracker
+
+log = logging.getLogger(__name__)
+
+
+def describe_outcome(outcome: WindowOutcome) -> str:
+    """One line per measured window, for progress output."""
+    share = "-"
+    if outcome.summary is not None and outcome.status == "ok":
+        share = f"{outcome.summary.share_drifted:.2f}"
+    drifted = sorted(name for name, f in outcome.features.items() if f.drifted)
+    shown = ", ".join(drifted[:4]) + (f" (+{len(drifted) - 4})" if len(drifted) > 4 else "")
+    return (
+        f"window {outcome.window.id} {outcome.model} v{outcome.version or '-'}: {outcome.status}, "
+        f"{outcome.rows} rows, drifted share {share}{f' [{shown}]' if drifted else ''}, "
+        f"retrain: {outcome.decision.decision}"
+    )
+
+
+class LocalMonitoring:
+    """One monitoring pass over `models` per call (see the module docstring)."""
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        *,
+        tracking_uri: str,
+        prediction_log_url: str,
+        window: float,
+        lag: float,
+        retrain_dir: Path,
+        config_file: Path | None = None,
+        retrain_args: Sequence[str] = (),
+        on_outcome: Callable[[WindowOutcome], None] | None = None,
+    ) -> None:
+        from modelloop.predlog import open_prediction_log
+        from monitoring.config import load_monitor_config
+        from monitoring.retrain import SubprocessRetrainer
+        from monitoring.tracking import MonitoringTracker
+
+        self.models = list(models)
+        self.window = window
+        self.lag = lag
+        self.config: MonitorConfig = load_monitor_config(config_file)
+        self.tracker: MonitoringTracker = MonitoringTracker(tracking_uri)
+        self.store: SqlPredictionLog = open_prediction_log(prediction_log_url)
+        self.retrainer: SubprocessRetrainer = SubprocessRetrainer(retrain_dir, extra_args=retrain_args)
+        self.outcomes: list[WindowOutcome] = []
+        self.on_outcome = on_outcome
+
+    def run_pass(self) -> None:
+        from monitoring.job import run_pass
+
+        if not self.models:
+            return
+        result = run_pass(
+            self.models,
+            length=self.window,
+            store=self.store,
+            tracker=self.tracker,
+            config=self.config,
+            retrainer=self.retrainer,
+            now=time.time() - self.lag,
+            skip_recorded=True,
+        )
+        for outcome in result.outcomes:
+            self.outcomes.append(outcome)
+            log.info("%s", describe_outcome(outcome))
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+        for name, message in result.failures.items():
+            log.warning("monitoring of %s failed: %s", name, message)
+
+    def close(self) -> None:
+        self.retrainer.terminate()
+        self.store.close()
+
+
+__all__ = ["LocalMonitoring", "describe_outcome"]

@@ -1,0 +1,280 @@
+"""The local platform: the whole loop as processes and threads on this machine, under one data directory.
+
+Used by `modelloop up` (runs until Ctrl-C) and `modelloop demo`. It starts, in order:
+
+1. an `mlflow server` (SQLite backend and local artifacts in `<data_dir>/mlflow`, webhooks allowed to
+   loopback, the webhook encryption key kept in `<data_dir>/secrets` so it survives restarts);
+2. the deployment controller with the `local` target (one supervised `modelloop serve` subprocess per binding)
+   and its webhook receiver on loopback, registered in MLflow (idempotent: re-registering updates the hook);
+3. the monitoring schedule: a thread running one monitoring pass every `monitor_interval` seconds.
+
+Everything durable lives in the data directory (the MLflow database and artifacts, the prediction log, the
+secrets, the scoring servers' logs), so stopping and starting again loses nothing: the controller's first
+reconcile deploys what the registry names. `stop()` stops everything it started, children included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import Field
+
+from modelloop.errors import ConfigError, ModelloopError
+from modelloop.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from deploy.bindings import Binding
+    from deploy.controller import Controller
+    from deploy.local import LocalTarget
+    from deploy.mlflow_server import MlflowServer
+
+log = logging.getLogger(__name__)
+
+
+class PlatformSettings(CommonSettings):
+    """What `modelloop up` reads (prefix `MODELLOOP_`; flags override)."""
+
+    mlflow_port: int = Field(default=5000, ge=0, le=65535, description="MLflow UI/API port (0: any free).")
+    webhook_port: int = Field(default=0, ge=0, le=65535, description="Controller webhook port (0: any).")
+    bindings_file: Path | None = Field(
+        default=None, description="Bindings YAML; default `<data_dir>/bindings.yaml` when it exists."
+    )
+    poll_interval: float = Field(default=30.0, gt=0, description="Seconds between full reconciles.")
+    rollout_deadline: float = Field(default=120.0, gt=0, description="Seconds a version has to get ready.")
+    monitor_interval: float = Field(default=300.0, gt=0, description="Seconds between monitoring passes.")
+    monitor_window: float = Field(default=900.0, gt=0, description="Length of a monitoring window, seconds.")
+    monitor_lag: float = Field(
+        default=5.0, ge=0, description="Seconds after a window closes before it is measured (log flush)."
+    )
+    monitor_config: Path | None = Field(
+        default=None,
+        description="Monitoring rules YAML; default `<data_dir>/monitoring.yaml` when it exists.",
+    )
+
+    def resolved_bindings_file(self) -> Path | None:
+        if self.bindings_file is not None:
+            return self.bindings_file
+        default = self.data_dir / "bindings.yaml"
+        return default if default.exists() else None
+
+    def resolved_monitor_config(self) -> Path | None:
+        if self.monitor_config is not None:
+            return self.monitor_config
+        default = self.data_dir / "monitoring.yaml"
+        return default if default.exists() else None
+
+
+class Monitoring(Protocol):
+    """The monitoring the schedule drives (wired by the entry point, e.g. `LocalMonitoring`)."""
+
+    def run_pass(self) -> None:
+        """Measure every watched model over its last complete window; may launch a retraining."""
+
+    def close(self) -> None:
+        """Stop what the passes started (retraining subprocesses)."""
+
+
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
+    """Read a secret kept in the data directory, creating it (mode 0600) on first use."""
+    if path.exists():
+        value = path.read_text(encoding="utf-8").strip()
+        if not value:
+            raise ConfigError(f"secret file {path} is empty; delete it to have a new one generated")
+        return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.touch(mode=0o600)
+    path.write_text(value + "\n", encoding="utf-8")
+    return value
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A binding's gRPC address as printed by `modelloop up`."""
+
+    binding: str
+    model: str
+    address: str | None
+
+
+class MonitorSchedule:
+    """Runs a monitoring pass every `interval` seconds on a thread; a failing pass is logged, never fatal."""
+
+    def __init__(self, monitoring: Monitoring, *, interval: float) -> None:
+        self.monitoring = monitoring
+        self.interval = interval
+        self.passes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="monitor-schedule", daemon=True)
+
+    def start(self) -> MonitorSchedule:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.monitoring.run_pass()
+            except ModelloopError as exc:
+                self.failures += 1
+                log.warning("monitoring pass failed: %s", exc)
+            except Exception:
+                self.failures += 1
+                log.exception("monitoring pass failed")
+            else:
+                self.passes += 1
+
+    def stop(self, *, timeout: float = 120.0) -> None:
+        """Stop after the pass in progress, if any."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        self.monitoring.close()
+
+
+class LocalPlatform:
+    """MLflow server + controller (local target, webhooks) + monitoring schedule; see the module docstring.
+
+    Use as a context manager. `monitor` builds the monitoring from the started platform (its tracking URI and
+    prediction log), so that this module does not decide how monitoring runs.
+    """
+
+    def __init__(
+        self,
+        settings: PlatformSettings,
+        bindings: Sequence[Binding],
+        *,
+        monitor: Callable[[LocalPlatform], Monitoring] | None = None,
+        webhook_cache_ttl: int = 2,
+    ) -> None:
+        self.settings = settings
+        self.bindings = list(bindings)
+        self.data_dir = settings.data_dir.resolve()
+        self._make_monitor = monitor
+        self._webhook_cache_ttl = webhook_cache_ttl
+        self.mlflow: MlflowServer | None = None
+        self.target: LocalTarget | None = None
+        self.controller: Controller | None = None
+        self.schedule: MonitorSchedule | None = None
+
+    # lifecycle --------------------------------------------------------------------------------------------
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow is None:
+            raise RuntimeError("the platform is not started")
+        return self.mlflow.url
+
+    @property
+    def prediction_log_url(self) -> str:
+        if self.settings.prediction_log_url:
+            return self.settings.prediction_log_url
+        return f"sqlite:///{self.data_dir / 'predictions.db'}"
+
+    def start(self) -> LocalPlatform:
+        from deploy.controller import Controller
+        from deploy.local import LocalTarget
+        from deploy.mlflow_server import MlflowServer, free_port
+        from deploy.registry import MlflowRegistry
+        from deploy.webhook_registration import register_webhook
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secrets_dir = self.data_dir / "secrets"
+        encryption_key = _secret_file(secrets_dir / "webhook-encryption.key", _fernet_key)
+        webhook_secret = _secret_file(secrets_dir / "webhook.secret", lambda: secrets.token_urlsafe(32))
+        try:
+            port = self.settings.mlflow_port or free_port()
+            self.mlflow = MlflowServer(
+                self.data_dir / "mlflow",
+                port=port,
+                webhook_secret_key=encryption_key,
+                extra_env={"MLFLOW_WEBHOOK_CACHE_TTL": str(self._webhook_cache_ttl)},
+            )
+            self.mlflow.start()
+            self.target = LocalTarget(
+                tracking_uri=self.mlflow.url,
+                work_dir=self.data_dir / "serving",
+                prediction_log_url=self.prediction_log_url,
+            )
+            self.controller = Controller(
+                self.bindings,
+                MlflowRegistry(self.mlflow.url),
+                {"local": self.target},
+                poll_interval=self.settings.poll_interval,
+                rollout_deadline=self.settings.rollout_deadline,
+                webhook_secret=webhook_secret,
+                webhook_port=self.settings.webhook_port,
+            )
+            self.controller.start()
+            assert self.controller.webhook is not None
+            register_webhook(self.mlflow.url, url=self.controller.webhook.url, secret=webhook_secret)
+            if self._make_monitor is not None:
+                self.schedule = MonitorSchedule(
+                    self._make_monitor(self), interval=self.settings.monitor_interval
+                ).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the schedule, the controller, the scoring servers and MLflow, in that order."""
+        if self.schedule is not None:
+            self.schedule.stop()
+            self.schedule = None
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+        if self.target is not None:
+            self.target.close()
+            self.target = None
+        if self.mlflow is not None:
+            self.mlflow.stop()
+            self.mlflow = None
+
+    def __enter__(self) -> LocalPlatform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # what it serves ---------------------------------------------------------------------------------------
+
+    def endpoints(self) -> list[Endpoint]:
+        """Each binding's gRPC address (None while nothing is deployed for it)."""
+        out = []
+        for binding in self.bindings:
+            address = None
+            if self.target is not None:
+                with contextlib.suppress(KeyError):
+                    address = self.target.address(binding.name)
+            out.append(Endpoint(binding.name, binding.model, address))
+        return out
+
+    def wait_for_endpoint(self, binding: str, *, timeout: float) -> str:
+        """The binding's gRPC address once its scoring server is up; `ModelloopError` after `timeout`."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for endpoint in self.endpoints():
+                if endpoint.binding == binding and endpoint.address is not None:
+                    return endpoint.address
+            time.sleep(0.2)
+        raise ModelloopError(f"binding {binding} was not deployed within {timeout:.0f}s")
+
+
+__all__ = ["Endpoint", "LocalPlatform", "MonitorSchedule", "Monitoring", "PlatformSettings"]
