@@ -1,0 +1,89 @@
+"""`modelloop train`: parse the settings and the training config once, run the training, print the result.
+
+Prints progress and the summary table on stderr, and on stdout the run id, the version, the gate's verdict,
+the
+alias moved, and where to open the run in the MLflow UI. Errors become one `error: ...` line and an exit code
+(`modelloop.cli.errors`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from modelloop.cli.errors import reports_errors
+from modelloop.logs import configure_logging
+from modelloop.settings import CommonSettings
+
+
+def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The MLflow UI page of a run (None when the tracking URI is not an MLflow server)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@click.command()
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(path_type=Path), help="Training config (YAML)."
+)
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MODELLOOP_TRACKING_URI).")
+@click.option("--triggered-by", help="Id of the monitoring run that asked for this training.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a config value (repeatable).",
+)
+@click.option(
+    "--tune-only", is_flag=True, help="Only add trials to a shared study (a worker); do not register."
+)
+@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@reports_errors
+def train(
+    *,
+    config_path: Path,
+    tracking_uri: str | None,
+    triggered_by: str | None,
+    overrides: tuple[str, ...],
+    tune_only: bool,
+    quiet: bool,
+) -> None:
+    """Tune, record and register a model from a training config."""
+    import optuna
+
+    from training import load_config, run_training
+
+    settings = CommonSettings(tracking_uri=tracking_uri) if tracking_uri else CommonSettings()
+    configure_logging(
+        "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level, settings.log_format
+    )
+    optuna.logging.disable_default_handler()  # our own progress lines replace Optuna's
+    # fail fast when MLflow is down instead of retrying for minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    config = load_config(config_path, list(overrides))
+    result = run_training(
+        config,
+        tracking_uri=settings.tracking_uri,
+        triggered_by=triggered_by,
+        progress=not quiet,
+        tune_only=tune_only,
+        config_source=str(config_path),
+    )
+    click.echo(f"run_id: {result.run_id}")
+    if result.version is None:
+        click.echo(f"tuned {result.trials_run} trials of the shared study (worker; nothing registered)")
+    else:
+        click.echo(f"model: {result.model_name} version {result.version}")
+        click.echo(f"gate: {'passed' if result.gate_passed else 'failed'} ({'; '.join(result.gate_reasons)})")
+        click.echo(f"alias: {result.promoted_alias or '-'}")
+    from mlflow import MlflowClient
+
+    run = MlflowClient(settings.tracking_uri).get_run(result.run_id)
+    url = ui_url(settings.tracking_uri, run.info.experiment_id, result.run_id)
+    if url:
+        click.echo(f"mlflow ui: {url}")

@@ -1,0 +1,92 @@
+"""Progress while tuning (trial n of N, best so far) and the summary table at the end, on stderr.
+
+`TuningProgress` is an Optuna callback the training run adds when `progress=True`; `summary_table` formats the
+outcome of a training for people (the CLI prints the machine-readable result on stdout separately).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+import optuna
+
+
+class TuningProgress:
+    """Prints one line per finished trial: its number of N, its score or state, and the best so far."""
+
+    def __init__(self, *, metric: str, total: int | None, stream: TextIO | None = None) -> None:
+        self._metric = metric
+        self._total = total
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        of = f"/{self._total}" if self._total else ""
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            outcome = f"{self._metric}={trial.value:.4f}"
+        else:
+            outcome = trial.state.name.lower()
+        try:
+            best = study.best_trial
+            best_text = f"best={best.value:.4f} (trial {best.number})"
+        except ValueError:
+            best_text = "best=-"
+        with self._lock:
+            print(f"trial {trial.number + 1}{of}  {outcome:<22} {best_text}", file=self._stream, flush=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def summary_table(
+    *,
+    metric: str,
+    counts: Mapping[str, int],
+    ran_here: int,
+    best_number: int,
+    best_value: float,
+    best_params: Mapping[str, object],
+    model_metrics: Mapping[str, float],
+    baseline_metrics: Mapping[str, float],
+    baseline_name: str,
+    production: tuple[str, Mapping[str, float]] | None,
+    gate_lines: Sequence[str],
+    registered: str,
+) -> str:
+    """A plain-text table of the training's outcome."""
+    lines = [
+        f"trials       {sum(counts.values())} in the study "
+        f"({counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} pruned, "
+        f"{counts.get('FAIL', 0)} failed); "
+        f"{ran_here} run by this process",
+        f"best trial   #{best_number}: validation {metric} = {best_value:.4f}",
+        "best params  " + (", ".join(f"{k}={v}" for k, v in best_params.items()) or "-"),
+        "",
+    ]
+    header = ["test metric", "model", f"baseline ({baseline_name})"]
+    if production is not None:
+        header.append(f"production (v{production[0]})")
+    rows = []
+    for name in sorted(model_metrics, key=lambda n: (n != metric, n)):
+        row = [
+            name + (" *" if name == metric else ""),
+            _fmt(model_metrics[name]),
+            _fmt(baseline_metrics.get(name)),
+        ]
+        if production is not None:
+            row.append(_fmt(production[1].get(name)))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    lines.append("")
+    lines.extend(gate_lines)
+    lines.append(registered)
+    return "\n".join(lines)
+
+
+__all__ = ["TuningProgress", "summary_table"]
