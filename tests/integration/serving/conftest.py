@@ -149,10 +149,10 @@ class RunningServer:
             raise self.error
 
 
-def settings_for(models: Models, tmp_path: Path, **overrides: Any) -> ServeSettings:
+def settings_for(registered: Models, tmp_path: Path, **overrides: Any) -> ServeSettings:
     values: dict[str, Any] = {
-        "models": [f"{REF}/{models.v1.version}"],
-        "tracking_uri": models.tracking_uri,
+        "models": [f"{REF}/{registered.v1.version}"],
+        "tracking_uri": registered.tracking_uri,
         "port": 0,
         "metrics_port": 0,
         "data_dir": tmp_path,
