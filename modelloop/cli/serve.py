@@ -60,6 +60,7 @@ def serve(models: tuple[str, ...], **flags: Any) -> None:
         raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
     configure_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP threads spin against each other on small batches
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
     asyncio.run(run(settings))
 
 
