@@ -90,8 +90,8 @@ seccompProfile:
 {{- default (printf "%s-mlflow-auth" (include "modelloop.fullname" .)) .Values.mlflow.auth.existingSecret }}
 {{- end }}
 
-{{- define "modelloop.mlflow.webhookKeySecret" -}}
-{{- default (printf "%s-mlflow-webhooks" (include "modelloop.fullname" .)) .Values.mlflow.webhooks.existingSecret }}
+{{- define "modelloop.mlflow.keysSecret" -}}
+{{- default (printf "%s-mlflow-keys" (include "modelloop.fullname" .)) .Values.mlflow.keys.existingSecret }}
 {{- end }}
 
 {{- define "modelloop.postgresql.fullname" -}}

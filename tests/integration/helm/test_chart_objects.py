@@ -292,8 +292,9 @@ def test_generated_secrets_have_no_default_password() -> None:
     assert again["stringData"]["password"] != auth["stringData"]["password"]  # random, not a constant
     import base64
 
-    key = one(objects, "Secret", f"{RELEASE}-modelloop-mlflow-webhooks")["data"]["encryption-key"]
-    Fernet(base64.b64decode(key))  # a valid Fernet key
+    keys = one(objects, "Secret", f"{RELEASE}-modelloop-mlflow-keys")["data"]
+    Fernet(base64.b64decode(keys["webhook-encryption-key"]))  # a valid Fernet key
+    assert len(base64.b64decode(keys["flask-secret-key"])) == 48
     webhook = one(objects, "Secret", f"{RELEASE}-modelloop-webhook")["stringData"]["secret"]
     assert len(webhook) == 48
 
@@ -314,7 +315,12 @@ def test_mlflow_server_settings() -> None:
     assert flags["--port"] == "5000"
     env = {e["name"]: e for e in container["env"]}
     assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "uri"}
-    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "encryption-key"
+    keys = f"{RELEASE}-modelloop-mlflow-keys"
+    for name, key in (
+        ("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", "webhook-encryption-key"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": keys, "key": key}
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-s3"
     assert "value" not in env["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert not any(o["kind"] == "StatefulSet" for o in objects)  # external PostgreSQL
