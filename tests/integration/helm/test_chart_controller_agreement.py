@@ -32,7 +32,7 @@ from deploy.target import DeploymentSpec
 from modelloop.cli.controller import controller
 from tests.unit.deploy.fake_kube import FakeKubeApi
 
-from .conftest import CI_VALUES, NAMESPACE, RELEASE, by_kind, one, pod_spec, render
+from .conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, by_kind, one, pod_spec, render
 
 PRODUCTION = next(p for p in CI_VALUES if p.stem == "production-values")
 TRIAL = next(p for p in CI_VALUES if p.stem == "trial-values")
@@ -319,3 +319,22 @@ def test_controller_role_grants_exactly_the_calls_it_makes(chart: list[Manifest]
         assert names in ([], [wiring.settings.lease_name])
         granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     assert granted == _calls_the_controller_makes(wiring)
+
+
+def _schema_keys(node: dict[str, Any]) -> set[str]:
+    return set(node["properties"])
+
+
+def test_values_schema_for_bindings_matches_the_binding_model() -> None:
+    from deploy.bindings import Autoscaling, Challenger, Resources
+
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    item = schema["properties"]["bindings"]["items"]
+    # the chart sets target and namespace itself (kubernetes, the release namespace)
+    assert _schema_keys(item) == set(Binding.model_fields) - {"target", "namespace"}
+    assert set(item["required"]) == {n for n, f in Binding.model_fields.items() if f.is_required()}
+    for key, model in (("challenger", Challenger), ("autoscaling", Autoscaling), ("resources", Resources)):
+        assert _schema_keys(item["properties"][key]) == set(model.model_fields), key
+        assert item["properties"][key]["additionalProperties"] is False
+    quantities = item["properties"]["resources"]["properties"]["requests"]
+    assert _schema_keys(quantities) == {"cpu", "memory"}

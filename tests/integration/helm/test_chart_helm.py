@@ -112,3 +112,26 @@ def test_template_guards_name_the_problem(helm_major: str, tmp_path: Path) -> No
     path = _write(tmp_path, {"mlflow": {"replicas": 2}})
     done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
     assert done.returncode != 0 and "mlflow.replicas" in done.stderr
+
+
+def test_fetch_helm_is_idempotent_and_pinned() -> None:
+    """`make helm-bin` ran before the tests: a second run finds both binaries cached and downloads nothing."""
+    import subprocess
+
+    from .conftest import ROOT
+
+    done = subprocess.run(
+        ["bash", str(ROOT / "tools" / "fetch-helm.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "helm v3.17.3: .cache/helm/v3/helm (cached)",
+        "helm v4.1.4: .cache/helm/v4/helm (cached)",
+    ]
+    for major, version in (("v3", "v3.17.3"), ("v4", "v4.1.4")):
+        shown = run_helm(major, "version", "--template", "{{.Version}}")
+        assert shown.stdout == version
