@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, render, run_helm
+from .conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, ROOT, render, run_helm
 
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 # Prometheus Operator kinds are CRDs: no official schema; checked by the object tests instead
@@ -118,8 +118,6 @@ def test_fetch_helm_is_idempotent_and_pinned() -> None:
     """`make helm-bin` ran before the tests: a second run finds both binaries cached and downloads nothing."""
     import subprocess
 
-    from .conftest import ROOT
-
     done = subprocess.run(
         ["bash", str(ROOT / "tools" / "fetch-helm.sh")],
         capture_output=True,
@@ -135,3 +133,27 @@ def test_fetch_helm_is_idempotent_and_pinned() -> None:
     for major, version in (("v3", "v3.17.3"), ("v4", "v4.1.4")):
         shown = run_helm(major, "version", "--template", "{{.Version}}")
         assert shown.stdout == version
+
+
+@pytest.mark.parametrize("values", VALUES, ids=VALUE_IDS)
+def test_notes_tell_how_to_reach_mlflow_and_call_a_model(values: Path | None) -> None:
+    # Helm 4 renders NOTES in a client-only dry run (Helm 3 wants a cluster for that)
+    args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
+    if values is not None:
+        args += ["-f", str(values)]
+    done = run_helm("v4", *args)
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert f"port-forward svc/{RELEASE}-modelloop-mlflow 5000:5000" in notes
+    assert f"get secret {RELEASE}-modelloop-mlflow-auth" in notes
+    assert f"helm test {RELEASE}" in notes
+    bindings = (yaml.safe_load(values.read_text(encoding="utf-8")) if values else {}).get("bindings", [])
+    if bindings:
+        first = bindings[0]["name"]
+        assert f"port-forward svc/modelloop-{first} 8081:8081" in notes
+        assert "inference.GRPCInferenceService/ModelInfer" in notes
+        assert (ROOT / "proto" / "inference" / "grpc_predict_v2.proto").is_file()
+        for binding in bindings:
+            assert f"{binding['name']}: model {binding['model']}" in notes
+    else:
+        assert "No bindings yet" in notes
