@@ -7,6 +7,10 @@ version that served it (`monitoring.drift`), joins the labels that have arrived 
 writes one MLflow run for (model, window) with the metric names of DESIGN.md (replacing an earlier run of
 the same window), asks the trigger (`monitoring.trigger`), and launches and records a retraining when it
 fires. A window without traffic is recorded too, with status `empty`.
+
+Re-running a window whose run launched a retraining carries that record (the `modelloop.retrain.*` tags)
+over to the new run, adds `modelloop.retrain.replaced_run` (the id the training run's `--triggered-by`
+names) and points the registry's tags at the new run.
 """
 
 from __future__ import annotations
@@ -188,7 +192,8 @@ def run_window(
     says the trigger was suppressed)."""
     config = config or ModelMonitorConfig()
     started = time.perf_counter()
-    replaced = tracker.window_runs(model_name, window.id)
+    previous = tracker.window_run_tags(model_name, window.id)
+    replaced = list(previous)
     m = _measure(model_name, window, store=store, tracker=tracker, config=config, memory_budget=memory_budget)
     run_id = tracker.start_run(
         model_name,
@@ -228,6 +233,13 @@ def run_window(
         if launch is not None:
             tags.update({f"modelloop.retrain.{k}": v for k, v in launch.details.items()})
             tags["modelloop.retrain.launched"] = launch.description[:5000]
+        elif fired_before := _fired_run(previous):
+            # this window fired before: its run is replaced, the record of the firing is carried over
+            old_id, old_tags = fired_before
+            tags = {k: v for k, v in old_tags.items() if k.startswith("modelloop.retrain.")}
+            tags["modelloop.retrain.rerun_decision"] = str(decision.decision)
+            tags["modelloop.retrain.replaced_run"] = old_tags.get("modelloop.retrain.replaced_run", old_id)
+            tracker.repoint_firing(model_name, m.rows.version, old_id, run_id)
         tracker.log(run_id, tags=tags)
         plot_history = sorted(
             [(r.end, r.share_drifted, r.status) for r in history[:50]]
@@ -287,6 +299,13 @@ def run_window(
         launch,
         replaced,
     )
+
+
+def _fired_run(previous: dict[str, dict[str, str]]) -> tuple[str, dict[str, str]] | None:
+    for run_id, tags in previous.items():
+        if tags.get(TAG_RETRAIN_DECISION) == str(Decision.FIRED):
+            return run_id, tags
+    return None
 
 
 def _fire(

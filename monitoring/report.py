@@ -3,7 +3,7 @@
 Called by `monitoring.job`. Writes `report.html` (self-contained: plots inlined as PNG), `drift_history.png`
 (share of drifted features over the model's recent windows, with the rule's threshold) and `drift.json`
 (every statistic, for tools). Plots: reference vs current distribution for each drifted feature (the most
-drifted first, at most `MAX_FEATURE_PLOTS`) and for the prediction.
+drifted first, at most `MAX_FEATURE_PLOTS`) and for the prediction, one panel each.
 """
 
 from __future__ import annotations
@@ -55,9 +55,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def distribution_plot(feature: FeatureDrift) -> bytes:
-    """Reference vs current shares of one column (histogram bins or categories)."""
-    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+def _draw(ax: Any, feature: FeatureDrift) -> None:
     if feature.kind == "numeric" and len(feature.plot_bins) > 1:
         edges = [float(e) for e in feature.plot_bins]
         ax.stairs(feature.plot_reference, edges, label="reference", fill=True, alpha=0.4)
@@ -68,9 +66,26 @@ def distribution_plot(feature: FeatureDrift) -> bytes:
         ax.bar([x - 0.2 for x in xs], feature.plot_reference[:30], width=0.4, label="reference")
         ax.bar([x + 0.2 for x in xs], feature.plot_current[:30], width=0.4, label="current")
         ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_title(f"{feature.name} ({feature.rule})", fontsize=9)
-    ax.set_ylabel("share")
-    ax.legend(fontsize=7)
+    stat = feature.rule.split(" ", 1)[0]
+    value = feature.stats.get(stat.replace("jensen_shannon", "js"))
+    shown = f": {value:.3g}" if value is not None else ""
+    ax.set_title(
+        f"{feature.name} ({stat}{shown}; {'drifted' if feature.drifted else 'not drifted'})", fontsize=8
+    )
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6)
+
+
+def distributions_plot(features: Sequence[FeatureDrift]) -> bytes:
+    """Reference vs current shares of each column (histogram bins or categories), one panel each."""
+    cols = min(3, len(features))
+    rows = -(-len(features) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, feature in zip(axes.flat, features, strict=False):
+        _draw(ax, feature)
+    for ax in list(axes.flat)[len(features) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -135,9 +150,10 @@ def write_report(folder: Path, data: ReportInput) -> None:
         (f for f in data.features.values() if f.drifted),
         key=lambda f: -f.stats.get("wasserstein", f.stats.get("js", 0.0)),
     )[:MAX_FEATURE_PLOTS]
-    plots = [_img(distribution_plot(f), f.name) for f in drifted]
+    shown = list(drifted)
     if data.prediction is not None and data.prediction.status == "ok":
-        plots.insert(0, _img(distribution_plot(data.prediction), "prediction"))
+        shown.insert(0, data.prediction)
+    plots = [_img(distributions_plot(shown), "reference vs current distributions")] if shown else []
     summary = data.summary
     verdict = (
         "no traffic in this window"
@@ -199,4 +215,4 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</
     (folder / "drift.json").write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
 
 
-__all__ = ["MAX_FEATURE_PLOTS", "ReportInput", "distribution_plot", "history_plot", "write_report"]
+__all__ = ["MAX_FEATURE_PLOTS", "ReportInput", "distributions_plot", "history_plot", "write_report"]

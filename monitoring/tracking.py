@@ -33,6 +33,7 @@ from modelloop.registry import (
     TAG_MONITOR_WINDOW,
     TAG_RETRAIN_CAUSE,
     TAG_RETRAIN_FIRED_AT,
+    TAG_RETRAIN_MONITORING_RUN,
     TAG_RUN_KIND,
     TEST_METRIC_PREFIX,
 )
@@ -161,6 +162,10 @@ class MonitoringTracker:
 
     def window_runs(self, model_name: str, window_id: str) -> list[str]:
         """Ids of the active monitoring runs recorded for (model, window)."""
+        return list(self.window_run_tags(model_name, window_id))
+
+    def window_run_tags(self, model_name: str, window_id: str) -> dict[str, dict[str, str]]:
+        """The active monitoring runs recorded for (model, window): run id -> its tags."""
         flt = (
             f"tags.`{TAG_MONITOR_MODEL}` = '{_quote(model_name)}' "
             f"and tags.`{TAG_MONITOR_WINDOW}` = '{window_id}'"
@@ -169,7 +174,7 @@ class MonitoringTracker:
             runs = self._client.search_runs([self.experiment_id()], flt, max_results=100)
         except MlflowException as exc:
             raise _unavailable("run search", exc) from None
-        return [r.info.run_id for r in runs]
+        return {r.info.run_id: dict(r.data.tags) for r in runs}
 
     def history(self, model_name: str, *, limit: int = 200) -> list[WindowRecord]:
         """The model's most recent monitoring windows (newest first)."""
@@ -269,6 +274,21 @@ class MonitoringTracker:
         if not cause or at is None:
             return None
         return LastFiring(cause, float(at))
+
+    def repoint_firing(self, model_name: str, version: str | None, old_run: str, new_run: str) -> None:
+        """After a re-run replaced the monitoring run that fired, point the registry's tags at the new run."""
+        try:
+            model_tags = self._client.get_registered_model(model_name).tags
+            if model_tags.get(TAG_RETRAIN_MONITORING_RUN) == old_run:
+                self._client.set_registered_model_tag(model_name, TAG_RETRAIN_MONITORING_RUN, new_run)
+            if (
+                version
+                and self._client.get_model_version(model_name, version).tags.get(TAG_RETRAIN_MONITORING_RUN)
+                == old_run
+            ):
+                self._client.set_model_version_tag(model_name, version, TAG_RETRAIN_MONITORING_RUN, new_run)
+        except MlflowException as exc:
+            raise _unavailable("registry tagging", exc) from None
 
     def record_firing(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
         """Tag the registered model (last firing) and the version the retraining was about."""

@@ -114,11 +114,8 @@ def decide(
         cause = f"quality:{current.version}:{_quality_start(current, earlier)}"
         detail = "quality below its floor"
     elif not _counts(current, policy):
-        return TriggerDecision(
-            Decision.INSUFFICIENT,
-            None,
-            f"window is {current.status} with {current.rows} rows (min {policy.min_rows})",
-        )
+        why = f"window is {current.status}" if current.status != "ok" else f"{current.rows} rows"
+        return TriggerDecision(Decision.INSUFFICIENT, None, f"{why} (policy needs {policy.min_rows} rows)")
     elif current.share_drifted is not None and current.share_drifted >= share:
         length, first = _streak_start(current, earlier, policy, share)
         if length < policy.consecutive_windows:

@@ -105,6 +105,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlPredict
         log.close()
 
 
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqlPredictionLog]:
+    """A fresh SQLite prediction log, for tests whose subject is not the database (its code path is the same
+    for PostgreSQL, and the tests above run on both)."""
+    log = SqlPredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")
+    try:
+        yield log
+    finally:
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def monitored(mlflow_server: str) -> Monitored:
     """One registered model shared by the measuring tests (they use distinct windows)."""

@@ -8,9 +8,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from mlflow.entities import ViewType
 
-from modelloop.predlog import SqlPredictionLog
+from modelloop.cli import cli
+from modelloop.predlog import PredictionBatch, SqlPredictionLog
 from modelloop.registry import (
     MONITORING_EXPERIMENT,
     TAG_MONITOR_MODEL,
@@ -76,7 +78,7 @@ def test_drifted_window_is_flagged_and_clean_window_is_not(
     assert client.get_experiment(run.info.experiment_id).name == MONITORING_EXPERIMENT
     assert {"report.html", "drift_history.png", "drift.json"} <= _artifacts(client, bad.run_id)
     report = Path(client.download_artifacts(bad.run_id, "report.html", str(tmp_path))).read_text()
-    assert "DRIFTED" in report and report.count("data:image/png;base64,") >= 3
+    assert "DRIFTED" in report and report.count("data:image/png;base64,") == 2  # history, distributions
     payload = json.loads(Path(client.download_artifacts(bad.run_id, "drift.json", str(tmp_path))).read_text())
     assert payload["features"][feature]["drifted"] is True
     assert client.get_run(ok.run_id).data.metrics["drift.dataset_drifted"] == 0.0
@@ -106,10 +108,12 @@ def test_rerunning_a_window_replaces_its_run(
 
 
 def test_window_without_traffic_is_recorded_as_empty(
-    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+    sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
     tracker = MonitoringTracker(mlflow_server)
-    outcome = run_window(monitored.model.name, _window(9), store=store, tracker=tracker, config=NO_RETRAIN)
+    outcome = run_window(
+        monitored.model.name, _window(9), store=sqlite_store, tracker=tracker, config=NO_RETRAIN
+    )
     assert outcome.status == "empty" and outcome.rows == 0 and outcome.features == {}
     run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
     assert run.data.tags[TAG_MONITOR_STATUS] == "empty"
@@ -119,12 +123,12 @@ def test_window_without_traffic_is_recorded_as_empty(
 
 
 def test_small_window_is_insufficient_not_drifted(
-    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+    sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
     tracker = MonitoringTracker(mlflow_server)
     window = _window(11)
-    write(store, window_batches(monitored, window.start, 12, seed=5, shift=2.0, blocks=1))
-    outcome = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    write(sqlite_store, window_batches(monitored, window.start, 12, seed=5, shift=2.0, blocks=1))
+    outcome = run_window(monitored.model.name, window, store=sqlite_store, tracker=tracker, config=NO_RETRAIN)
     assert outcome.status == "insufficient"
     assert outcome.summary is not None and outcome.summary.drifted == 0
 
@@ -154,15 +158,16 @@ def test_quality_from_feedback_beside_training_value(
 
 
 def test_shadow_and_other_versions_are_counted_not_compared(
-    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+    sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
     tracker = MonitoringTracker(mlflow_server)
     window = _window(15)
-    write(store, window_batches(monitored, window.start, 1500, seed=7))
+    write(sqlite_store, window_batches(monitored, window.start, 1500, seed=7))
     write(
-        store, window_batches(monitored, window.start, 400, seed=8, shift=3.0, route=Route.SHADOW, prefix="s")
+        sqlite_store,
+        window_batches(monitored, window.start, 400, seed=8, shift=3.0, route=Route.SHADOW, prefix="s"),
     )
-    outcome = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    outcome = run_window(monitored.model.name, window, store=sqlite_store, tracker=tracker, config=NO_RETRAIN)
     assert outcome.rows == 1500 and outcome.summary is not None and not outcome.summary.dataset_drifted
     run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
     assert run.data.metrics["window.rows_not_compared"] == 400
@@ -170,15 +175,15 @@ def test_shadow_and_other_versions_are_counted_not_compared(
 
 
 def test_reading_in_several_passes_gives_the_same_statistics(
-    store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+    sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
     tracker = MonitoringTracker(mlflow_server)
     window = _window(17)
-    write(store, window_batches(monitored, window.start, 2000, seed=9, shift=0.3, blocks=5))
+    write(sqlite_store, window_batches(monitored, window.start, 2000, seed=9, shift=0.3, blocks=5))
     profile = tracker.reference(monitored.model.name, monitored.model.version).profile
     results = []
     for budget in (512 << 20, 8 * 2000 * 4):  # everything at once; four columns a pass
-        reader = WindowReader(store, monitored.model.name, window, memory_budget=budget)
+        reader = WindowReader(sqlite_store, monitored.model.name, window, memory_budget=budget)
         rows = reader.first_pass()
         results.append(
             {
@@ -189,3 +194,41 @@ def test_reading_in_several_passes_gives_the_same_statistics(
             }
         )
     assert len(results[1]) == 30 and results[0] == results[1]
+
+
+def test_monitor_command_writes_the_window(
+    sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str, tmp_path: Path
+) -> None:
+    window = _window(19)
+    write(sqlite_store, window_batches(monitored, window.start, 1200, seed=10, shift=1.0))
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    config = tmp_path / "monitoring.yaml"
+    config.write_text(f"models:\n  {monitored.model.name}:\n    retrain: {{consecutive_windows: 5}}\n")
+    start, end = window.iso()
+    common = ["--model", monitored.model.name, "--tracking-uri", mlflow_server, "--prediction-log-url", url]
+    result = CliRunner().invoke(
+        cli, ["monitor", *common, "--start", start, "--end", end, "--no-retrain", "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{monitored.model.name} {window.id} version={monitored.model.version} status=ok rows=1200"
+        in result.output
+    )
+    assert "retrain=not_persistent" in result.output
+    run_id = result.output.strip().split("run=")[-1]
+    params = mlflow.MlflowClient(mlflow_server).get_run(run_id).data.params
+    assert params["retrain.consecutive_windows"] == "5"
+    now = CliRunner().invoke(cli, ["monitor", *common, "--window", "15m", "--no-retrain"])
+    assert now.exit_code == 0 and "status=empty rows=0" in now.output
+    missing = CliRunner().invoke(
+        cli, ["monitor", "--model", "no-such-model", *common[2:], "--start", start, "--end", end]
+    )
+    assert missing.exit_code == 0 and "status=empty" in missing.output  # no traffic: nothing to look up
+    ghost = window_batches(monitored, window.start, 50, seed=11, blocks=1)[0]
+    sqlite_store.write(PredictionBatch("ghost", "4", Route.CHAMPION, ghost.table))
+    failed = CliRunner().invoke(
+        cli, ["monitor", "--model", "ghost", *common[2:], "--start", start, "--end", end]
+    )
+    assert (
+        failed.exit_code == 1 and "error: ghost: model 'ghost' version 4 is not registered" in failed.output
+    )

@@ -1,0 +1,141 @@
+"""The retraining trigger end to end: real MLflow, a real SQLite prediction log, a real subprocess.
+
+The retrainer runs a small real program in place of `modelloop train` that records the command line and the
+config it was handed, so the exact hand-over is checked; `test_train_cli.py` runs the real training CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from modelloop.predlog import SqlPredictionLog
+from modelloop.registry import (
+    TAG_RETRAIN_CAUSE,
+    TAG_RETRAIN_DECISION,
+    TAG_RETRAIN_FIRED_AT,
+    TAG_RETRAIN_MONITORING_RUN,
+)
+from monitoring.config import DriftRules, ModelMonitorConfig, RetrainPolicy
+from monitoring.job import run_window
+from monitoring.retrain import SubprocessRetrainer
+from monitoring.tracking import MonitoringTracker
+from monitoring.trigger import Decision
+from monitoring.window import Window
+from tests.integration.monitoring.conftest import (
+    T0,
+    TRAINING_CONFIG,
+    WINDOW,
+    Monitored,
+    register_monitored,
+    window_batches,
+    write,
+)
+
+RECORDER = (
+    "import json, pathlib, sys\n"
+    "a = sys.argv[1:]\n"
+    "cfg = pathlib.Path(a[a.index('--config') + 1])\n"
+    "(cfg.parent / 'handed_over.json').write_text(json.dumps({'argv': a, 'config': cfg.read_text()}))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def trigger_model(mlflow_server: str) -> Monitored:
+    return register_monitored(mlflow_server, "monitoring-trigger")
+
+
+def _config(cooldown: float) -> ModelMonitorConfig:
+    return ModelMonitorConfig(
+        drift=DriftRules(),
+        retrain=RetrainPolicy(consecutive_windows=2, min_rows=500, cooldown_seconds=cooldown),
+    )
+
+
+def test_trigger_fires_once_per_cause_and_cooldown_holds(
+    trigger_model: Monitored, mlflow_server: str, tmp_path: Path
+) -> None:
+    store = SqlPredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    tracker = MonitoringTracker(mlflow_server)
+    retrainer = SubprocessRetrainer(tmp_path / "retraining", command=(sys.executable, "-c", RECORDER))
+    name, version = trigger_model.model.name, trigger_model.model.version
+    windows = [Window(T0 + i * WINDOW, T0 + (i + 1) * WINDOW) for i in range(6)]
+    for i, shift in enumerate([1.0, 1.0, 1.0, 0.0, 1.0, 1.0]):
+        write(
+            store, window_batches(trigger_model, windows[i].start, 800, seed=100 + i, shift=shift, blocks=1)
+        )
+    long_cooldown = _config(cooldown=36_000)
+
+    def run(i: int, config: ModelMonitorConfig = long_cooldown, retrain: bool = True) -> Decision:
+        outcome = run_window(
+            name,
+            windows[i],
+            store=store,
+            tracker=tracker,
+            config=config,
+            retrainer=retrainer if retrain else None,
+        )
+        tags = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id).data.tags
+        # a re-run of the window that fired carries the firing over and says what it decided itself
+        assert (
+            tags.get("modelloop.retrain.rerun_decision", tags[TAG_RETRAIN_DECISION])
+            == outcome.decision.decision
+        )
+        return outcome.decision.decision
+
+    assert run(0) is Decision.NOT_PERSISTENT
+    first = run_window(
+        name, windows[1], store=store, tracker=tracker, config=long_cooldown, retrainer=retrainer
+    )
+    assert first.decision.decision is Decision.FIRED and first.launch is not None
+    assert first.decision.cause == f"drift:{version}:{windows[0].id}"
+    assert retrainer.wait(first.run_id, timeout=60) == 0
+    handed = json.loads(Path(first.launch.details["config"]).with_name("handed_over.json").read_text())
+    assert handed["argv"] == [
+        "--config",
+        first.launch.details["config"],
+        "--tracking-uri",
+        mlflow_server,
+        "--triggered-by",
+        first.run_id,
+    ]
+    assert handed["config"] == TRAINING_CONFIG
+
+    client = mlflow.MlflowClient(mlflow_server)
+    run_tags = client.get_run(first.run_id).data.tags
+    assert run_tags[TAG_RETRAIN_CAUSE] == first.decision.cause
+    assert run_tags["modelloop.retrain.pid"] == first.launch.details["pid"]
+    for tags in (client.get_registered_model(name).tags, client.get_model_version(name, version).tags):
+        assert tags[TAG_RETRAIN_CAUSE] == first.decision.cause
+        assert tags[TAG_RETRAIN_MONITORING_RUN] == first.run_id
+        assert float(tags[TAG_RETRAIN_FIRED_AT]) == windows[1].end
+
+    assert run(2) is Decision.ALREADY_FIRED  # the streak goes on: same cause
+    assert run(1) is Decision.ALREADY_FIRED  # re-running the window that fired does not fire again
+    (rerun_id,) = tracker.window_runs(name, windows[1].id)
+    rerun_tags = client.get_run(rerun_id).data.tags
+    assert (
+        rerun_tags[TAG_RETRAIN_DECISION] == "fired"
+        and rerun_tags["modelloop.retrain.replaced_run"] == first.run_id
+    )
+    assert client.get_model_version(name, version).tags[TAG_RETRAIN_MONITORING_RUN] == rerun_id
+    assert run(3) is Decision.NOT_PERSISTENT  # clean window ends the streak
+    assert run(4) is Decision.NOT_PERSISTENT
+    assert run(5) is Decision.COOLDOWN  # a new streak, inside the cool-down
+    assert run(5, _config(cooldown=0), retrain=False) is Decision.SUPPRESSED
+    assert run(5, _config(cooldown=0)) is Decision.FIRED
+    assert client.get_registered_model(name).tags[TAG_RETRAIN_CAUSE] == f"drift:{version}:{windows[4].id}"
+    assert retrainer.running() == 0 or retrainer.wait(tracker.window_runs(name, windows[5].id)[0], 60) == 0
+
+    fired = client.search_runs(
+        [tracker.experiment_id()],
+        f"tags.`modelloop.monitor.model` = '{name}' and tags.`{TAG_RETRAIN_DECISION}` = 'fired'",
+    )
+    assert sorted(r.data.tags[TAG_RETRAIN_CAUSE] for r in fired) == sorted(
+        [f"drift:{version}:{windows[0].id}", f"drift:{version}:{windows[4].id}"]
+    )
+    store.close()
