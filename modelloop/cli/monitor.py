@@ -27,7 +27,13 @@ def _line(outcome: Any) -> str:
 
 
 @click.command()
-@click.option("--model", "models", multiple=True, required=True, help="Registered model name (repeatable).")
+@click.option("--model", "models", multiple=True, help="Registered model name (repeatable).")
+@click.option(
+    "--bindings",
+    "bindings_file",
+    type=click.Path(path_type=Path),
+    help="Monitor every model bound in this bindings file (with or instead of --model).",
+)
 @click.option(
     "--window",
     "window_length",
@@ -46,7 +52,9 @@ def _line(outcome: Any) -> str:
 @click.option("--every", help="Repeat every interval (e.g. 60s) until stopped; needs --window.")
 @reports_errors
 def monitor(
+    *,
     models: tuple[str, ...],
+    bindings_file: Path | None,
     window_length: str | None,
     start: str | None,
     end: str | None,
@@ -62,6 +70,13 @@ def monitor(
     from monitoring.tracking import MonitoringTracker
     from monitoring.window import Window, parse_duration, parse_time
 
+    if bindings_file is not None:
+        from deploy.bindings import load_bindings
+
+        bound = [b.model for b in load_bindings(bindings_file)]
+        models = tuple(dict.fromkeys([*models, *bound]))
+    if not models:
+        raise InvalidInputError("give --model (repeatable) or --bindings")
     if (window_length is None) == (start is None and end is None):
         raise InvalidInputError("give either --window or both --start and --end")
     if window_length is None and (start is None or end is None):

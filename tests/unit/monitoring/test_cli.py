@@ -94,6 +94,33 @@ def test_monitor_argument_errors(tmp_path: Path) -> None:
         assert message in result.output, (extra, result.output)
 
 
+def test_monitor_needs_a_model_and_reads_bindings(tmp_path: Path) -> None:
+    runner = CliRunner()
+    url = _url(tmp_path)
+    result = runner.invoke(cli, ["monitor", "--window", "15m", "--prediction-log-url", url])
+    assert result.exit_code == 2 and "give --model" in result.output
+    bindings = tmp_path / "bindings.yaml"
+    bindings.write_text("bindings:\n  - {name: a, model: churn}\n  - {name: b, model: fraud}\n")
+    # the tracking server is unreachable: every bound model is tried and reported, exit code 1
+    result = runner.invoke(
+        cli,
+        [
+            "monitor",
+            "--bindings",
+            str(bindings),
+            "--window",
+            "15m",
+            "--prediction-log-url",
+            url,
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ],
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "error: churn:" in result.output and "error: fraud:" in result.output
+
+
 def test_windows_are_aligned_and_named_deterministically() -> None:
     assert parse_duration("15m") == 900 and parse_duration("90") == 90 and parse_duration("2h") == 7200
     window = Window.last_complete(900, now=parse_time("2026-11-23T08:29:59Z"))
