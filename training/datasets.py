@@ -129,12 +129,13 @@ def _load_sql(query: str, url: str) -> LoadedDataset:
     try:
         with engine.connect() as conn:
             frame = pd.read_sql_query(sa.text(query), conn)
-    except sa.exc.OperationalError as exc:
-        if exc.connection_invalidated or "connect" in str(exc.orig).lower():
-            raise UnavailableError(f"cannot reach the dataset database {safe_url}") from None
-        raise InvalidInputError(f"dataset.query failed on {safe_url}: {_first_line(exc.orig)}") from None
-    except sa.exc.DBAPIError as exc:
-        raise InvalidInputError(f"dataset.query failed on {safe_url}: {_first_line(exc.orig)}") from None
+    except sa.exc.OperationalError:
+        # raised by connect(): the database cannot be reached (a failing query comes wrapped by pandas)
+        raise UnavailableError(f"cannot reach the dataset database {safe_url}") from None
+    except (pd.errors.DatabaseError, sa.exc.DBAPIError) as exc:
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+        orig = cause.orig if isinstance(cause, sa.exc.DBAPIError) else cause
+        raise InvalidInputError(f"dataset.query failed on {safe_url}: {_first_line(orig)}") from None
     finally:
         engine.dispose()
     frame.columns = [str(c) for c in frame.columns]

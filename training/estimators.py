@@ -118,10 +118,13 @@ def trusted_types(name: str) -> list[str]:
     return list(FAMILIES[name].trusted)
 
 
-def search_space(name: str, configured: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The search space as plain dicts: the configured one, or the family's default."""
+def search_space(
+    name: str, configured: Mapping[str, Any] | None, *, fixed: Mapping[str, Any] = {}
+) -> dict[str, dict[str, Any]]:
+    """The search space as plain dicts: the configured one, or the family's default without the parameters
+    the config fixes."""
     if configured is None:
-        return {k: dict(v) for k, v in FAMILIES[name].default_space.items()}
+        return {k: dict(v) for k, v in FAMILIES[name].default_space.items() if k not in fixed}
     return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v)) for k, v in configured.items()}
 
 

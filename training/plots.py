@@ -8,6 +8,7 @@ parameters that never varied), which the caller reports.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import matplotlib
 
@@ -47,10 +48,15 @@ def param_importances(study: optuna.Study) -> Figure | None:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         return None
-    try:
-        importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError) as exc:
-        log.info("parameter importances not computed: %s", exc)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError) as exc:
+            log.info("parameter importances not computed: %s", exc)
+            return None
+    if caught:  # e.g. every trial scored the same: importances would mean nothing
+        log.info("parameter importances not plotted: %s", caught[0].message)
         return None
     if not importances:
         return None

@@ -14,7 +14,7 @@ import time
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from modelloop.errors import UnavailableError
+from modelloop.errors import ConfigError, UnavailableError
 from modelloop.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ def register(
             existed = True
     version: str | None = None
     try:
-        mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+        mv = client.create_model_version(
+            name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id, await_creation_for=0
+        )
         version = str(mv.version)
         deadline = time.monotonic() + ready_timeout
         while mv.status != "READY":
@@ -76,7 +78,12 @@ def register(
             time.sleep(0.5)
             mv = client.get_model_version(name, version)
         if alias:
-            client.set_registered_model_alias(name, alias, version)
+            try:
+                client.set_registered_model_alias(name, alias, version)
+            except MlflowException as exc:
+                if exc.error_code != "INVALID_PARAMETER_VALUE":
+                    raise
+                raise ConfigError(f"promotion.alias: MLflow refuses the alias {alias!r}") from None
         return version
     except BaseException:
         _undo(client, name, version, delete_model=not existed)

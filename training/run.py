@@ -21,7 +21,9 @@ from typing import Any
 import mlflow
 import optuna
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from modelloop.errors import InvalidInputError, ModelloopError, UnavailableError
 from modelloop.registry import (
     TAG_GATE,
     TAG_GATE_MARGIN,
@@ -133,9 +135,20 @@ def run_training(
             triggered_by=triggered_by,
             progress=progress,
         )
+    except MlflowException as exc:
+        _mark_failed(client, run_id)
+        raise _as_modelloop_error(exc) from None
     except BaseException:
         _mark_failed(client, run_id)
         raise
+
+
+def _as_modelloop_error(exc: MlflowException) -> ModelloopError:
+    """MLflow's refusals as input errors; anything else (server errors, retries exhausted) as unavailable."""
+    text = str(exc.message).splitlines()[0][:300] if exc.message else type(exc).__name__
+    if exc.error_code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}:
+        return InvalidInputError(f"MLflow refused a request: {text}")
+    return UnavailableError(f"MLflow failed a request: {text}")
 
 
 def _tune(
@@ -214,6 +227,9 @@ def _finish(
         passed=gate.passed,
         has_production=production is not None,
     )
+    # the fluent API keeps a process-wide active experiment: point it at this run's so a caller's
+    # earlier set_experiment() cannot refuse the resumption
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
     with mlflow.start_run(run_id=run_id):
         info = records.log_outcome(
             client, run_id, config, outcome, study=study, loaded=loaded, data=data, triggered_by=triggered_by

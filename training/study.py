@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +65,25 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
     """In-memory (None) or a SQL storage; an unreachable database is an UnavailableError."""
     if url is None:
         return None
+    for attempt in (1, 2):
+        try:
+            return _rdb_storage(url)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # workers starting together on a fresh database race to create Optuna's tables: retry once
+            if attempt == 2:
+                raise UnavailableError(f"cannot set up the Optuna storage {safe_url(url)}") from None
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _rdb_storage(url: str) -> optuna.storages.BaseStorage:
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=30, grace_period=120
-        )
+        with warnings.catch_warnings():
+            # heartbeats (a crashed worker's trials are failed, not left running) are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=30, grace_period=120
+            )
     except sa.exc.OperationalError:
         raise UnavailableError(f"cannot reach the Optuna storage {safe_url(url)}") from None
     except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
@@ -142,7 +158,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_id())
         est = self.config.estimator
-        params = {**est.params, **_suggest(trial, search_space(est.family, est.search_space))}
+        params = {
+            **est.params,
+            **_suggest(trial, search_space(est.family, est.search_space, fixed=est.params)),
+        }
         try:
             return self._fit_and_score(trial, params)
         except _TRIAL_ERRORS as exc:

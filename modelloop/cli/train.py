@@ -8,6 +8,7 @@ alias moved, and where to open the run in the MLflow UI. Errors become one `erro
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def train(
         "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level, settings.log_format
     )
     optuna.logging.disable_default_handler()  # our own progress lines replace Optuna's
+    if quiet:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow's own "View run at" lines
     # fail fast when MLflow is down instead of retrying for minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
