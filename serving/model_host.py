@@ -20,6 +20,7 @@ from modelloop.errors import ModelloopError, NotFoundError, UnavailableError
 from modelloop.registry import ALIAS_FOR_ROLE, REFERENCE_PROFILE_PATH, STAGE_FOR_ROLE, Role
 
 from .errors import ModelLoadError
+from .fast_input import matrix_feeder
 from .schema import Features, ModelSchema
 
 log = logging.getLogger(__name__)
@@ -51,19 +52,25 @@ def _frame(schema: ModelSchema, features: Features) -> Any:
 
 def _sklearn_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], Prediction]:
     classes = getattr(model, "classes_", None)
-    if classes is not None and hasattr(model, "predict_proba"):
-        classes = np.asarray(classes)
+    classify = classes is not None and hasattr(model, "predict_proba")
+    method = model.predict_proba if classify else model.predict
 
-        def classify(features: Features) -> Prediction:
-            proba = np.asarray(model.predict_proba(_frame(schema, features)), dtype=np.float64)
-            return classes[np.argmax(proba, axis=1)], proba
+    def frame(features: Features) -> Any:
+        return _frame(schema, features)
 
-        return classify
+    feed = matrix_feeder(model, schema, method, frame) or frame
+    if classify:
+        labels = np.asarray(classes)
+
+        def classify_rows(features: Features) -> Prediction:
+            proba = np.asarray(method(feed(features)), dtype=np.float64)
+            return labels[np.argmax(proba, axis=1)], proba
+
+        return classify_rows
 
     def regress(features: Features) -> Prediction:
-        return np.asarray(model.predict(_frame(schema, features))).reshape(features.n_rows, -1).squeeze(
-            1
-        ), None
+        out = np.asarray(method(feed(features)))
+        return (out[:, 0] if out.ndim > 1 else out), None
 
     return regress
 

@@ -44,6 +44,10 @@ _PATH = click.Path(path_type=Path)
 @click.option("--tls-cert-file", type=_PATH, help="PEM certificate chain: serve over TLS.")
 @click.option("--tls-key-file", type=_PATH, help="PEM private key of the certificate.")
 @click.option("--tls-client-ca-file", type=_PATH, help="PEM CA bundle: require client certificates (mTLS).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="Log level.")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), help="Plain text or one JSON object a line."
+)
 @reports_errors
 def serve(models: tuple[str, ...], **flags: Any) -> None:
     """Run the gRPC scoring server (Open Inference Protocol v2) for models from the MLflow registry."""

@@ -1,0 +1,80 @@
+"""TLS and mutual TLS: the scoring server serves over TLS with a certificate, and with a client CA it
+refuses clients that present no certificate."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from modelloop.errors import UnavailableError
+from serving.client import ScoringClient
+
+from .conftest import REF, Models
+
+
+def _cert(name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *, ca: bool = False):  # type: ignore[no-untyped-def]
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    return cert, key
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_mutual_tls(start_server, models: Models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ca = _cert("modelloop-test-ca", None, ca=True)
+    server_cert, server_key = _cert("localhost", ca)
+    client_cert, client_key = _cert("a-client", ca)
+    files = {"cert": _pem(server_cert), "key": _key_pem(server_key), "ca": _pem(ca[0])}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    server = start_server(
+        tls_cert_file=tmp_path / "cert", tls_key_file=tmp_path / "key", tls_client_ca_file=tmp_path / "ca"
+    )
+    with ScoringClient(
+        server.address,
+        root_certificates=files["ca"],
+        private_key=_key_pem(client_key),
+        certificate_chain=_pem(client_cert),
+    ) as client:
+        assert len(client.predict(REF, models.rows(2)).predictions) == 2
+    with (
+        ScoringClient(server.address, root_certificates=files["ca"]) as anonymous,
+        pytest.raises(UnavailableError),
+    ):
+        anonymous.predict(REF, models.rows(1), timeout=5)
+    with ScoringClient(server.address) as plaintext, pytest.raises(UnavailableError):
+        plaintext.predict(REF, models.rows(1), timeout=5)
