@@ -158,10 +158,10 @@ class Reconciler:
             self._queue_tags(
                 spec.model,
                 version,
-                {
-                    TAG_ROLLOUT: ROLLOUT_FAILED,
+                {  # the outcome last: whoever sees it sees the rest (tags are set one by one)
                     TAG_ROLLOUT_REASON: reason[:4000],
                     TAG_ROLLOUT_BINDING: spec.name,
+                    TAG_ROLLOUT: ROLLOUT_FAILED,
                 },
             )
         self._queue_record(
@@ -185,9 +185,9 @@ class Reconciler:
                 spec.model,
                 version,
                 {
-                    TAG_ROLLOUT: ROLLOUT_SERVING,
                     TAG_ROLLOUT_BINDING: spec.name,
                     TAG_ROLLOUT_SINCE: since,
+                    TAG_ROLLOUT: ROLLOUT_SERVING,
                 },
             )
         if actual is not None:
@@ -217,11 +217,11 @@ class Reconciler:
                     spec.model,
                     version,
                     {
-                        TAG_ROLLOUT: ROLLOUT_SERVING,
                         TAG_ROLLOUT_BINDING: spec.name,
                         TAG_ROLLOUT_SINCE: datetime.fromtimestamp(self._clock(), UTC).isoformat(
                             timespec="seconds"
                         ),
+                        TAG_ROLLOUT: ROLLOUT_SERVING,
                     },
                 )
 
