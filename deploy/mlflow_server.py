@@ -90,6 +90,8 @@ class MlflowServer:
             MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
             MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
             OMP_NUM_THREADS="1",
+            # MLflow's job runner (GenAI jobs, trace rollups) starts ~8 Huey processes; modelloop uses none
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         if self.webhook_secret_key:
             env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = self.webhook_secret_key

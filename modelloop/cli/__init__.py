@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
@@ -57,6 +58,10 @@ def _available(target: str) -> bool:
 def cli() -> None:
     """modelloop: tune with Optuna, record in MLflow, promote by alias, serve over gRPC, watch drift,
     retrain."""
+    # modelloop prints its own links and progress; MLflow's per-run URL lines and artifact progress bars
+    # would bury them (child processes inherit these)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def main() -> None:

@@ -42,9 +42,9 @@ def fresh_data_dir(path: Path) -> Path:
 )
 @click.option("--keep", is_flag=True, help="Leave the platform running afterwards, until Ctrl-C.")
 @click.option("--mlflow-port", type=int, default=0, help="MLflow UI port (default: any free port).")
-@click.option("--trials", type=int, default=12, show_default=True, help="Optuna trials per training.")
-@click.option("--window", type=float, default=15.0, show_default=True, help="Monitoring window, seconds.")
-@click.option("--rate", type=float, default=12.0, show_default=True, help="Traffic, calls a second.")
+@click.option("--trials", type=int, default=10, show_default=True, help="Optuna trials per training.")
+@click.option("--window", type=float, default=12.0, show_default=True, help="Monitoring window, seconds.")
+@click.option("--rate", type=float, default=15.0, show_default=True, help="Traffic, calls a second.")
 @reports_errors
 def demo(data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: float, rate: float) -> None:
     """Run the whole loop on this machine and report what happened."""

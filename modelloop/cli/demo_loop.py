@@ -51,9 +51,9 @@ RETRAIN_OVERRIDES = ("--set", "promotion.policy=auto", "--set", f"promotion.alia
 class DemoSizes:
     """How big and how long: the defaults fit in a few minutes on two cores; tests use smaller ones."""
 
-    trials: int = 12
-    window: float = 15.0  # seconds per monitoring window
-    rate: float = 12.0  # calls a second
+    trials: int = 10
+    window: float = 12.0  # seconds per monitoring window
+    rate: float = 15.0  # calls a second
     calm_windows: int = 2  # windows measured before the shift
     drift_windows: int = 2  # drifted windows in a row that launch the retraining
     after_swap: float = 8.0  # seconds of traffic once version 2 answers
@@ -94,9 +94,9 @@ def training_config(table: Path, trials: int) -> dict[str, Any]:
         "estimator": {
             "family": "hist_gradient_boosting_classifier",
             "search_space": {
-                "learning_rate": {"type": "float", "low": 0.03, "high": 0.3, "log": True},
-                "max_iter": {"type": "int", "low": 20, "high": 100},
-                "max_leaf_nodes": {"type": "int", "low": 8, "high": 32},
+                "learning_rate": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
+                "max_iter": {"type": "int", "low": 10, "high": 40},
+                "max_leaf_nodes": {"type": "int", "low": 4, "high": 16},
             },
         },
         "metric": {"name": "roc_auc"},
@@ -236,7 +236,7 @@ class DemoLoop:
 
         def monitoring(platform: LocalPlatform) -> LocalMonitoring:
             self.monitoring = LocalMonitoring(
-                [MODEL],
+                platform.deployed_models,
                 tracking_uri=platform.tracking_uri,
                 prediction_log_url=platform.prediction_log_url,
                 window=settings.monitor_window,

@@ -38,11 +38,11 @@ def describe_outcome(outcome: WindowOutcome) -> str:
 
 
 class LocalMonitoring:
-    """One monitoring pass over `models` per call (see the module docstring)."""
+    """One monitoring pass per call over the models `models()` names then (see the module docstring)."""
 
     def __init__(
         self,
-        models: Sequence[str],
+        models: Callable[[], Sequence[str]],
         *,
         tracking_uri: str,
         prediction_log_url: str,
@@ -58,7 +58,7 @@ class LocalMonitoring:
         from monitoring.retrain import SubprocessRetrainer
         from monitoring.tracking import MonitoringTracker
 
-        self.models = list(models)
+        self.models = models
         self.window = window
         self.lag = lag
         self.config: MonitorConfig = load_monitor_config(config_file)
@@ -71,10 +71,11 @@ class LocalMonitoring:
     def run_pass(self) -> None:
         from monitoring.job import run_pass
 
-        if not self.models:
+        models = list(self.models())
+        if not models:
             return
         result = run_pass(
-            self.models,
+            models,
             length=self.window,
             store=self.store,
             tracker=self.tracker,

@@ -266,6 +266,11 @@ class LocalPlatform:
             out.append(Endpoint(binding.name, binding.model, address))
         return out
 
+    def deployed_models(self) -> list[str]:
+        """The models some binding serves now (what monitoring watches): a model with no version deployed
+        yet has no traffic to measure."""
+        return sorted({e.model for e in self.endpoints() if e.address is not None})
+
     def wait_for_endpoint(self, binding: str, *, timeout: float) -> str:
         """The binding's gRPC address once its scoring server is up; `ModelloopError` after `timeout`."""
         end = time.monotonic() + timeout

@@ -69,11 +69,10 @@ def up(**flags: Any) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     click.echo(f"starting the local platform in {settings.data_dir.resolve()} ...", err=True)
-    models = sorted({b.model for b in bindings})
 
     def monitoring(platform: LocalPlatform) -> LocalMonitoring:
         return LocalMonitoring(
-            models,
+            platform.deployed_models,
             tracking_uri=platform.tracking_uri,
             prediction_log_url=platform.prediction_log_url,
             window=settings.monitor_window,
