@@ -52,7 +52,6 @@ def main() -> int:
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlflow
-    from serving.client import ScoringClient
 
     from deploy.bindings import parse_bindings
     from deploy.controller import Controller
@@ -60,6 +59,7 @@ def main() -> int:
     from deploy.mlflow_server import MlflowServer
     from deploy.registry import MlflowRegistry
     from deploy.webhook_registration import register_webhook
+    from serving.client import ScoringClient
     from tests.models import register_reference_model
 
     data = Path(tempfile.mkdtemp(prefix="modelloop-bench-deploy-"))
