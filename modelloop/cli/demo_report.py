@@ -60,7 +60,9 @@ class RolloutRow:
 
 def versions(client: MlflowClient, model: str) -> list[VersionRow]:
     out = []
-    for mv in sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version)):
+    found = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version))
+    for found_mv in found:
+        mv = client.get_model_version(model, found_mv.version)  # search results carry no aliases
         run = client.get_run(str(mv.run_id))
         metric = run.data.params.get(PARAM_METRIC, "")
         out.append(
