@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import FileInfo
 
 from deploy.mlflow_server import MlflowServer
 from modelloop.cli.demo_data import TARGET, DemoData
@@ -92,6 +93,8 @@ def test_mlflow_holds_the_whole_loop(demo_run: DemoRun, records: MlflowClient) -
     trigger = client.get_run(training_v2.data.tags[TAG_TRIGGERED_BY])
     assert trigger.data.tags[TAG_RETRAIN_DECISION] == "fired"
     assert trigger.data.metrics["drift.share_drifted"] >= 0.25
+    report = {a.path.rsplit("/", 1)[-1] for a in _artifacts(client, trigger.info.run_id)}
+    assert {"report.html", "drift_history.png"} <= report
     monitoring = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     assert monitoring is not None and trigger.info.experiment_id == monitoring.experiment_id
     # the windows before the shift were not drifted, and only one window fired
@@ -147,6 +150,13 @@ def test_up_restarts_on_the_same_data_and_stops_everything(demo_run: DemoRun) ->
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> list[FileInfo]:
+    out = []
+    for info in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, info.path) if info.is_dir else [info]
+    return out
 
 
 def _wait_for_address(lines: list[str], proc: subprocess.Popen[str], *, timeout: float) -> str:
