@@ -20,7 +20,7 @@ from modelloop.errors import ModelloopError, NotFoundError, UnavailableError
 from modelloop.registry import ALIAS_FOR_ROLE, REFERENCE_PROFILE_PATH, STAGE_FOR_ROLE, Role
 
 from .errors import ModelLoadError
-from .fast_input import matrix_feeder
+from .fast_input import fitted_order, matrix_feeder
 from .schema import Features, ModelSchema
 
 log = logging.getLogger(__name__)
@@ -42,21 +42,31 @@ class LoadedModel:
         return self.predict_fn(features)
 
 
-def _frame(schema: ModelSchema, features: Features) -> Any:
+def _frame(schema: ModelSchema, features: Features, order: list[str] | None = None) -> Any:
+    """A DataFrame of the rows, columns in `order` (default: the signature's)."""
     import pandas as pd
 
+    names = schema.names
+    if order is None or order == names:
+        if features.matrix is not None:
+            return pd.DataFrame(features.matrix, columns=names, copy=False)
+        return pd.DataFrame({n: features.columns[n] for n in names})
     if features.matrix is not None:
-        return pd.DataFrame(features.matrix, columns=schema.names, copy=False)
-    return pd.DataFrame({c.name: features.columns[c.name] for c in schema.columns})
+        return pd.DataFrame(features.matrix[:, [names.index(n) for n in order]], columns=order, copy=False)
+    return pd.DataFrame({n: features.columns[n] for n in order})
 
 
-def _sklearn_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], Prediction]:
+def sklearn_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], Prediction]:
+    """Rows -> (predictions, class probabilities or None) for a scikit-learn model: a numpy matrix where the
+    model answers one exactly as it answers a DataFrame (`serving.fast_input`), else a DataFrame whose
+    columns are in the order the model was fitted with."""
     classes = getattr(model, "classes_", None)
     classify = classes is not None and hasattr(model, "predict_proba")
     method = model.predict_proba if classify else model.predict
+    order = fitted_order(model, schema)
 
     def frame(features: Features) -> Any:
-        return _frame(schema, features)
+        return _frame(schema, features, order)
 
     feed = matrix_feeder(model, schema, method, frame) or frame
     if classify:
@@ -69,8 +79,10 @@ def _sklearn_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], 
         return classify_rows
 
     def regress(features: Features) -> Prediction:
-        out = np.asarray(method(feed(features)))
-        return (out[:, 0] if out.ndim > 1 else out), None
+        out = np.asarray(method(feed(features))).reshape(features.n_rows, -1)
+        if out.shape[1] != 1:
+            raise ValueError(f"model gives {out.shape[1]} outputs per row; one is served")
+        return out[:, 0], None
 
     return regress
 
@@ -136,7 +148,7 @@ def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_00
                 info.signature, classes=None if classes is None else list(classes), categories=categories,
                 max_rows=max_rows,
             )  # fmt: skip
-            loaded = LoadedModel(name, version, schema, "sklearn", _sklearn_predictor(model, schema))
+            loaded = LoadedModel(name, version, schema, "sklearn", sklearn_predictor(model, schema))
         else:
             model = mlflow.pyfunc.load_model(uri)
             schema = ModelSchema.from_signature(info.signature, categories=categories, max_rows=max_rows)
@@ -204,4 +216,4 @@ def warm_up(model: LoadedModel) -> None:
         raise ModelLoadError(f"model {model.name} version {model.version} returned {len(pred)} rows for 1")
 
 
-__all__ = ["LoadedModel", "Prediction", "load_model", "resolve_version", "warm_up"]
+__all__ = ["LoadedModel", "Prediction", "load_model", "resolve_version", "sklearn_predictor", "warm_up"]

@@ -110,6 +110,32 @@ def test_every_numeric_datatype_typed_and_raw(stub, models: Models, datatype: st
         assert (pred == proba.argmax(axis=1)).all()
 
 
+def test_answers_are_exactly_the_registered_models(stub, models: Models) -> None:  # type: ignore[no-untyped-def]
+    """The served answers (the numeric fast path) are bit for bit what the registered model gives on a
+    DataFrame, whether the request sends one tensor per column (in any order) or one 2-D tensor."""
+    import mlflow
+
+    rows = models.v1.features.sample(40, random_state=7).reset_index(drop=True)
+    pipe = mlflow.sklearn.load_model(f"models:/{REF}/{models.v1.version}")
+    expected_proba = pipe.predict_proba(rows)
+    expected = pipe.predict(rows)
+    per_column = pb.ModelInferRequest(model_name=REF)
+    for name in reversed(rows.columns):  # request order need not be the signature's
+        per_column.inputs.add(name=name, datatype="FP64", shape=[len(rows)])
+        per_column.raw_input_contents.append(rows[name].to_numpy().astype("<f8").tobytes())
+    matrix = pb.ModelInferRequest(model_name=REF)
+    matrix.inputs.add(name="input-0", datatype="FP64", shape=list(rows.shape))
+    matrix.raw_input_contents.append(rows.to_numpy(dtype=np.float64).astype("<f8").tobytes())
+    for request in (per_column, matrix):
+        request.outputs.add(name="predict")
+        request.outputs.add(name="predict_proba")
+        response = stub.ModelInfer(request)
+        pred = np.frombuffer(response.raw_output_contents[0], "<i8")
+        proba = np.frombuffer(response.raw_output_contents[1], "<f8").reshape(len(rows), 2)
+        assert np.array_equal(proba, expected_proba)
+        assert np.array_equal(pred, expected)
+
+
 def test_bytes_bool_and_int_columns(server, stub, models: Models) -> None:  # type: ignore[no-untyped-def]
     frame = mixed_frame(5, seed=3)
     with ScoringClient(server.address) as client:
