@@ -117,8 +117,17 @@ def _measure(
     measured_quality = quality(ref.profile.task, preds, matched)
     metric = policy.quality_metric or ref.metric
     value = measured_quality.metrics.get(metric) if metric else None
-    if (policy.quality_floor is not None or policy.quality_ceiling is not None) and value is None:
-        log.info("model %s: quality metric %s not measurable in window %s", model_name, metric, window.id)
+    watched = policy.quality_floor is not None or policy.quality_ceiling is not None
+    if watched and value is None and measured_quality.labelled:
+        # e.g. roc_auc when the log holds predicted labels, not scores: say so, the floor cannot fire
+        log.warning(
+            "model %s window %s: quality metric %s cannot be measured from the logged predictions "
+            "(measured: %s); set retrain.quality_metric",
+            model_name,
+            window.id,
+            metric,
+            sorted(measured_quality.metrics),
+        )
     is_breached = measured_quality.labelled >= policy.min_labels and breached(
         value, floor=policy.quality_floor, ceiling=policy.quality_ceiling
     )
@@ -377,13 +386,14 @@ def run_pass(
     """Measure every model over the last complete window of `length` seconds ending at or before `now`.
 
     One model's failure is logged and reported in the result; the others still run. With `skip_recorded`,
-    a window that already has a run is left alone (a scheduler ticking faster than the window length)."""
+    a window that already has a finished run is left alone (a scheduler ticking faster than the window
+    length); one whose run failed is measured again."""
     config = config or MonitorConfig()
     window = Window.last_complete(length, time.time() if now is None else now)
     outcomes, skipped, failures = [], [], {}
     for name in model_names:
         try:
-            if skip_recorded and tracker.window_runs(name, window.id):
+            if skip_recorded and tracker.window_recorded(name, window.id):
                 skipped.append(name)
                 continue
             outcomes.append(

@@ -81,13 +81,23 @@ def quality(
         hard = np.where(pred_values >= 0.5, "1", "0").astype(object)
     else:
         hard = np.array([_label_text(v) for v in pred_values.tolist()], dtype=object)
-    classes = sorted(set(truth.tolist()) | set(hard.tolist()))
+    classes = sorted(set(truth.tolist()) | set(hard.tolist()), key=_class_order)
     out["accuracy"] = float(np.mean(truth == hard))
-    if len(classes) == 2 and set(classes) <= {"0", "1"}:
-        out["f1"] = float(skm.f1_score(truth, hard, pos_label="1", average="binary", zero_division=0.0))
+    if set(classes) <= {"0", "1"} or len(classes) == 2:
+        # as training scores it: binary F1 of the larger class label (sklearn's classes_[1])
+        positive = "1" if set(classes) <= {"0", "1"} else classes[1]
+        out["f1"] = float(skm.f1_score(truth, hard, pos_label=positive, average="binary", zero_division=0.0))
     else:
         out["f1"] = float(skm.f1_score(truth, hard, average="macro", zero_division=0.0))
     return Quality(int(truth.size), 0, out)
+
+
+def _class_order(label: str) -> tuple[int, float, str]:
+    """Numbers in numeric order before other labels (as sklearn sorts integer classes)."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
 
 
 def _to_float(value: Any) -> float:

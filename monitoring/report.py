@@ -146,11 +146,17 @@ def write_report(folder: Path, data: ReportInput) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     hist = history_plot(data.history, data.drift_share)
     (folder / "drift_history.png").write_bytes(hist)
-    drifted = sorted(
+    all_drifted = sorted(
         (f for f in data.features.values() if f.drifted),
         key=lambda f: -f.stats.get("wasserstein", f.stats.get("js", 0.0)),
-    )[:MAX_FEATURE_PLOTS]
-    shown = list(drifted)
+    )
+    shown = all_drifted[:MAX_FEATURE_PLOTS]
+    omitted = (
+        f"<p>The {MAX_FEATURE_PLOTS} most drifted of {len(all_drifted)} drifted features are plotted; "
+        "every feature is in the table below.</p>"
+        if len(all_drifted) > MAX_FEATURE_PLOTS
+        else ""
+    )
     if data.prediction is not None and data.prediction.status == "ok":
         shown.insert(0, data.prediction)
     plots = [_img(distributions_plot(shown), "reference vs current distributions")] if shown else []
@@ -180,7 +186,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</
 <p><b>{e(verdict)}</b></p>
 <p>Retraining: {e(data.decision)} &mdash; {e(data.decision_detail)}</p>
 <h2>Drift over recent windows</h2>{_img(hist, "drift history")}
-<h2>Distributions</h2>{"".join(plots) or "<p>No drifted feature.</p>"}
+<h2>Distributions</h2>{omitted}{"".join(plots) or "<p>No drifted feature.</p>"}
 <h2>Quality ({data.labelled} labelled rows)</h2>
 <table><tr><th>metric</th><th>window</th><th>training</th></tr>{quality_rows}</table>
 <h2>Features</h2>

@@ -164,8 +164,16 @@ class MonitoringTracker:
         """Ids of the active monitoring runs recorded for (model, window)."""
         return list(self.window_run_tags(model_name, window_id))
 
+    def window_recorded(self, model_name: str, window_id: str) -> bool:
+        """Whether (model, window) has a finished monitoring run (a failed or unfinished one does not
+        count: a scheduler measures that window again, and the new run replaces it)."""
+        return any(status == "FINISHED" for status, _ in self._window_runs(model_name, window_id).values())
+
     def window_run_tags(self, model_name: str, window_id: str) -> dict[str, dict[str, str]]:
         """The active monitoring runs recorded for (model, window): run id -> its tags."""
+        return {run_id: tags for run_id, (_, tags) in self._window_runs(model_name, window_id).items()}
+
+    def _window_runs(self, model_name: str, window_id: str) -> dict[str, tuple[str, dict[str, str]]]:
         flt = (
             f"tags.`{TAG_MONITOR_MODEL}` = '{_quote(model_name)}' "
             f"and tags.`{TAG_MONITOR_WINDOW}` = '{window_id}'"
@@ -174,7 +182,7 @@ class MonitoringTracker:
             runs = self._client.search_runs([self.experiment_id()], flt, max_results=100)
         except MlflowException as exc:
             raise _unavailable("run search", exc) from None
-        return {r.info.run_id: dict(r.data.tags) for r in runs}
+        return {r.info.run_id: (str(r.info.status), dict(r.data.tags)) for r in runs}
 
     def history(self, model_name: str, *, limit: int = 200) -> list[WindowRecord]:
         """The model's most recent monitoring windows (newest first)."""

@@ -21,10 +21,10 @@ from modelloop.registry import (
     TAG_RETRAIN_DECISION,
     Route,
 )
-from monitoring.config import ModelMonitorConfig, RetrainPolicy
+from monitoring.config import ModelMonitorConfig, MonitorConfig, RetrainPolicy
 from monitoring.drift import feature_drift
 from monitoring.feedback import record_feedback
-from monitoring.job import run_window
+from monitoring.job import PassResult, run_pass, run_window
 from monitoring.tracking import MonitoringTracker
 from monitoring.window import Window, WindowReader
 from tests.integration.monitoring.conftest import T0, TEST_METRICS, WINDOW, Monitored, window_batches, write
@@ -232,3 +232,39 @@ def test_monitor_command_writes_the_window(
     assert (
         failed.exit_code == 1 and "error: ghost: model 'ghost' version 4 is not registered" in failed.output
     )
+
+
+def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_failures(
+    sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
+) -> None:
+    tracker = MonitoringTracker(mlflow_server)
+    window = _window(21)
+    write(sqlite_store, window_batches(monitored, window.start, 1100, seed=12))
+    ghost = window_batches(monitored, window.start, 50, seed=13, blocks=1)[0]
+    sqlite_store.write(PredictionBatch("monitoring-ghost", "1", Route.CHAMPION, ghost.table))
+    # a run of this window that failed half-way (e.g. MLflow went away mid-upload)
+    failed = tracker.start_run(monitored.model.name, window.id, {TAG_MONITOR_STATUS: "ok"})
+    tracker.finish(failed, failed=True)
+    config = MonitorConfig(defaults={"retrain": {"enabled": False}})
+    now = window.end + 30  # the scheduler ticks inside the next window
+
+    def tick() -> PassResult:
+        return run_pass(
+            [monitored.model.name, "monitoring-ghost"],
+            length=WINDOW,
+            store=sqlite_store,
+            tracker=tracker,
+            config=config,
+            now=now,
+            skip_recorded=True,
+        )
+
+    first = tick()
+    (outcome,) = first.outcomes
+    assert outcome.window == window and outcome.rows == 1100 and outcome.replaced == [failed]
+    assert list(first.failures) == ["monitoring-ghost"]
+    assert "is not registered" in first.failures["monitoring-ghost"]
+    assert tracker.window_runs(monitored.model.name, window.id) == [outcome.run_id]
+    second = tick()
+    assert second.outcomes == [] and second.skipped == [monitored.model.name]
+    assert tracker.window_runs(monitored.model.name, window.id) == [outcome.run_id]

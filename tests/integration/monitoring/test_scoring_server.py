@@ -1,6 +1,6 @@
 """Monitoring reads what the real scoring server logged: a real gRPC server on loopback writes the prediction
-log into a real PostgreSQL database; a clean window is not flagged, a shifted one is, and labels sent per
-request id give the window's quality."""
+log into a real PostgreSQL database or into SQLite; a clean window is not flagged, a shifted one is, and
+labels sent per request id give the window's quality."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from modelloop.predlog import SqlPredictionLog
 from monitoring.config import ModelMonitorConfig, RetrainPolicy
@@ -30,10 +31,16 @@ def _wait_rows(store: SqlPredictionLog, name: str, start: float, end: float, row
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
 def test_windows_logged_by_the_scoring_server(
-    mlflow_server: str, fresh_postgres_url: str, tmp_path: Path
+    database: str, mlflow_server: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    monitored = register_monitored(mlflow_server, "monitoring-served")
+    log_url = (
+        request.getfixturevalue("fresh_postgres_url")
+        if database == "postgresql"
+        else f"sqlite:///{tmp_path / 'predictions.db'}"
+    )
+    monitored = register_monitored(mlflow_server, f"monitoring-served-{database}")
     name, version = monitored.model.name, monitored.model.version
     x = monitored.model.features.reset_index(drop=True)
     rng = np.random.default_rng(0)
@@ -43,7 +50,7 @@ def test_windows_logged_by_the_scoring_server(
         port=0,
         metrics_port=0,
         data_dir=tmp_path,
-        prediction_log_url=fresh_postgres_url,
+        prediction_log_url=log_url,
         grace_period=5.0,
         predlog_flush_interval=0.1,
     )
@@ -67,7 +74,7 @@ def test_windows_logged_by_the_scoring_server(
     finally:
         server.stop()
 
-    store = SqlPredictionLog(fresh_postgres_url)
+    store = SqlPredictionLog(log_url)
     try:
         _wait_rows(store, name, t0, t2, 150 + 2400)
         assert record_feedback(store, truth, model_name=name) == 150

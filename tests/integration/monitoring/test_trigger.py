@@ -21,9 +21,10 @@ from modelloop.registry import (
     TAG_RETRAIN_MONITORING_RUN,
 )
 from monitoring.config import DriftRules, ModelMonitorConfig, RetrainPolicy
+from monitoring.feedback import record_feedback
 from monitoring.job import run_window
 from monitoring.retrain import SubprocessRetrainer
-from monitoring.tracking import MonitoringTracker
+from monitoring.tracking import TAG_QUALITY_BREACHED, MonitoringTracker
 from monitoring.trigger import Decision
 from monitoring.window import Window
 from tests.integration.monitoring.conftest import (
@@ -139,3 +140,45 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
         [f"drift:{version}:{windows[0].id}", f"drift:{version}:{windows[4].id}"]
     )
     store.close()
+
+
+def test_quality_below_its_floor_fires_once(monitored: Monitored, mlflow_server: str, tmp_path: Path) -> None:
+    """Labels recorded through the feedback API put a window's accuracy below the floor: the trigger fires
+    with a quality cause, a window with too few labels does not count, and the next breached window is the
+    same cause (not fired again)."""
+    store = SqlPredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    tracker = MonitoringTracker(mlflow_server)
+    retrainer = SubprocessRetrainer(tmp_path / "retraining", command=(sys.executable, "-c", RECORDER))
+    name, version = monitored.model.name, monitored.model.version
+    windows = [Window(T0 + i * WINDOW, T0 + (i + 1) * WINDOW) for i in (40, 41, 42)]
+    for i, (window, labelled) in enumerate(zip(windows, (40, 300, 300), strict=True)):
+        batches = window_batches(monitored, window.start, 1200, seed=200 + i, prefix=f"q{i}", blocks=1)
+        write(store, batches)
+        table = batches[0].table
+        ids = table.column("_request_id").to_pylist()[:labelled]
+        predicted = table.column("_prediction").to_pylist()[:labelled]
+        # 40 % of the labels contradict the logged prediction: accuracy 0.6
+        record_feedback(
+            store,
+            {r: (1 - p if j % 5 < 2 else p) for j, (r, p) in enumerate(zip(ids, predicted, strict=True))},
+        )
+    config = ModelMonitorConfig(
+        retrain=RetrainPolicy(quality_floor=0.9, min_labels=100, min_rows=500, cooldown_seconds=0)
+    )
+    outcomes = [
+        run_window(name, w, store=store, tracker=tracker, config=config, retrainer=retrainer) for w in windows
+    ]
+    store.close()
+    few, fired, same = outcomes
+    assert few.quality is not None and few.quality.labelled == 40
+    assert few.decision.decision is Decision.NOT_PERSISTENT  # 40 labels < min_labels: no breach
+    assert fired.quality is not None and fired.quality.metrics["accuracy"] == pytest.approx(0.6)
+    assert fired.decision.decision is Decision.FIRED and fired.launch is not None
+    assert fired.decision.cause == f"quality:{version}:{windows[1].id}"
+    assert retrainer.wait(fired.run_id, timeout=60) == 0
+    assert same.decision.decision is Decision.ALREADY_FIRED and same.decision.cause == fired.decision.cause
+    client = mlflow.MlflowClient(mlflow_server)
+    breached = [client.get_run(o.run_id).data.tags[TAG_QUALITY_BREACHED] for o in outcomes]
+    assert breached == ["0", "1", "1"]
+    assert client.get_run(fired.run_id).data.metrics["quality.accuracy"] == pytest.approx(0.6)
+    assert client.get_model_version(name, version).tags[TAG_RETRAIN_MONITORING_RUN] == fired.run_id

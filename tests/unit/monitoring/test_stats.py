@@ -14,7 +14,7 @@ from scipy.spatial.distance import jensenshannon
 from modelloop.profile import OTHER_CATEGORY, profile_categorical, profile_numeric
 from monitoring import stats
 from monitoring.config import DriftRules
-from monitoring.drift import category_values, feature_drift, numeric_drift
+from monitoring.drift import category_values, feature_drift, numeric_drift, psi_band
 
 TOL = 1e-9
 
@@ -87,6 +87,38 @@ def test_psi_of_half_sd_shift_is_about_the_issue_figure() -> None:
     cur = np.sort(rng.normal(0.5, 1.0, 100_000))
     value = stats.psi(np.asarray(profile.bin_fractions), stats.bin_shares(cur, np.asarray(profile.bin_edges)))
     assert 0.2 < value < 0.28
+    # PSI alone (major from 0.25) would miss it; the rule (normalised Wasserstein >= 0.1) does not
+    result = numeric_drift("x", profile, cur, DriftRules())
+    assert result.psi_band == "moderate" and result.drifted and result.rule == "wasserstein >= 0.1"
+
+
+def test_psi_bands() -> None:
+    rules = DriftRules()
+    assert [psi_band(v, rules) for v in (0.0, 0.0999, 0.1, 0.2499, 0.25, 3.0)] == [
+        "none",
+        "none",
+        "moderate",
+        "moderate",
+        "major",
+        "major",
+    ]
+    custom = DriftRules(psi_moderate=0.2, psi_major=0.5)
+    assert psi_band(0.3, custom) == "moderate" and psi_band(0.5, custom) == "major"
+
+
+def test_profile_based_statistics_stay_close_to_the_raw_reference() -> None:
+    # the profile keeps 1,001 quantiles, not the raw rows: KS is within 1/1001 of the raw statistic and the
+    # normalised Wasserstein distance within a small fraction of the 0.1 threshold
+    rng = np.random.default_rng(21)
+    for ref, cur in [
+        (rng.normal(size=50_000), rng.normal(0.2, 1.1, 20_000)),
+        (rng.lognormal(size=50_000), rng.lognormal(0.1, 1.0, 20_000)),
+    ]:
+        q = np.asarray(profile_numeric(pd.Series(ref)).quantiles)
+        raw_ks = sps.ks_2samp(ref, cur).statistic
+        assert abs(stats.ks_statistic(q, np.sort(cur)) - raw_ks) <= 1 / 1001 + 1e-12
+        raw_wd = sps.wasserstein_distance(ref, cur) / np.std(ref)
+        assert abs(stats.normalised_wasserstein(q, np.sort(cur), float(np.std(ref))) - raw_wd) < 0.01
 
 
 def test_categorical_statistics_match_scipy() -> None:
@@ -104,6 +136,16 @@ def test_categorical_statistics_match_scipy() -> None:
     stat, p = stats.chi_square(r, counts)
     assert abs(stat - chi.statistic) < TOL
     assert abs(p - chi.pvalue) < TOL
+    shares = counts / 100
+    clipped_r, clipped_c = np.clip(r, 1e-4, None), np.clip(shares, 1e-4, None)
+    expected_psi = sum((c - q) * math.log(c / q) for q, c in zip(clipped_r, clipped_c, strict=True))
+    assert abs(stats.psi(r, shares) - expected_psi) < TOL
+    result = feature_drift("c", profile, pa.array(list(cur) + [None] * 25), DriftRules(), total=125)
+    assert result.rule == "chi2_pvalue < 0.05" and result.drifted
+    assert abs(result.stats["psi"] - expected_psi) < TOL
+    assert abs(result.stats["js"] - jensenshannon(r, shares)) < TOL
+    assert abs(result.stats["unseen_share"] - 0.15) < TOL
+    assert abs(result.stats["missing_rate_change"] - 0.2) < TOL
 
 
 def test_drift_rules_switch_on_window_size() -> None:
