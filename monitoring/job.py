@@ -143,10 +143,11 @@ def _metrics(m: _Measured, window: Window) -> dict[str, float]:
         "window.rows_not_compared": float(m.rows.total_rows - m.rows.served_rows),
     }
     if m.summary is not None:
-        out["drift.share_drifted"] = m.summary.share_drifted
-        out["drift.n_drifted"] = float(m.summary.drifted)
         out["drift.n_evaluated"] = float(m.summary.evaluated)
-        out["drift.dataset_drifted"] = float(m.summary.dataset_drifted)
+        if m.status == "ok":  # an insufficient window has no verdict (not a share of 0)
+            out["drift.share_drifted"] = m.summary.share_drifted
+            out["drift.n_drifted"] = float(m.summary.drifted)
+            out["drift.dataset_drifted"] = float(m.summary.dataset_drifted)
     for name, f in m.features.items():
         for stat, value in f.stats.items():
             out[metric_key("drift", stat, name)] = value
@@ -177,6 +178,11 @@ def _params(model_name: str, window: Window, m: _Measured, config: ModelMonitorC
         "rows": str(m.rows.served_rows),
         "reference_run_id": m.reference.training_run_id if m.reference else "",
         "quality_metric": m.quality_metric or "",
+        # the rules that decided: per feature (distance above large_window_rows, test below) and dataset
+        "drift_rules_applied": ", ".join(
+            sorted({f.rule for f in m.features.values() if f.status == "ok"})
+            + ([m.summary.rule] if m.summary else [])
+        ),
         "rows_not_compared_by_version_route": ",".join(f"{k}={v}" for k, v in sorted(m.rows.others.items())),
     }
     for key, value in config.drift.model_dump().items():
@@ -222,7 +228,7 @@ def run_window(
             m.rows.version,
             m.status,
             m.rows.served_rows,
-            m.summary.share_drifted if m.summary else None,
+            m.summary.share_drifted if m.summary and m.status == "ok" else None,
             m.quality_breached,
         )
         history = [r for r in tracker.history(model_name) if r.window_id != window.id]

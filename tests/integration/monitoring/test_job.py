@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -73,6 +77,7 @@ def test_drifted_window_is_flagged_and_clean_window_is_not(
     assert params["model_version"] == monitored.model.version
     assert params["window_start"].startswith("2023-11-14T22:")
     assert params["drift.wasserstein"] == "0.1" and params["drift.drift_share"] == "0.5"
+    assert params["drift_rules_applied"] == "wasserstein >= 0.1, share_drifted >= 0.5"
     assert tags[TAG_MONITOR_MODEL] == monitored.model.name and tags[TAG_MONITOR_WINDOW] == drifted.id
     assert tags[TAG_MONITOR_STATUS] == "ok" and tags[TAG_RETRAIN_DECISION] == "disabled"
     assert client.get_experiment(run.info.experiment_id).name == MONITORING_EXPERIMENT
@@ -131,6 +136,9 @@ def test_small_window_is_insufficient_not_drifted(
     outcome = run_window(monitored.model.name, window, store=sqlite_store, tracker=tracker, config=NO_RETRAIN)
     assert outcome.status == "insufficient"
     assert outcome.summary is not None and outcome.summary.drifted == 0
+    run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
+    assert run.data.tags[TAG_MONITOR_STATUS] == "insufficient"
+    assert "drift.share_drifted" not in run.data.metrics and run.data.metrics["drift.n_evaluated"] == 0
 
 
 def test_quality_from_feedback_beside_training_value(
@@ -268,3 +276,46 @@ def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_
     second = tick()
     assert second.outcomes == [] and second.skipped == [monitored.model.name]
     assert tracker.window_runs(monitored.model.name, window.id) == [outcome.run_id]
+
+
+def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path) -> None:
+    """`modelloop monitor --every` as a real process: the last complete window is recorded once (later ticks
+    skip it), and SIGTERM stops the loop cleanly."""
+    name = "monitoring-loop"
+    argv = [
+        sys.executable,
+        "-m",
+        "modelloop",
+        "monitor",
+        "--model",
+        name,
+        "--window",
+        "1d",
+        "--every",
+        "0.2s",
+        "--no-retrain",
+        "--tracking-uri",
+        mlflow_server,
+        "--prediction-log-url",
+        f"sqlite:///{tmp_path / 'log.db'}",
+    ]
+    tracker = MonitoringTracker(mlflow_server)
+    window = Window.last_complete(86400, time.time())
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not tracker.window_recorded(name, window.id):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no window recorded"
+            time.sleep(0.2)
+        time.sleep(1.0)  # several more ticks
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{name} {window.id} version=- status=empty rows=0")
+    assert len(tracker.window_runs(name, window.id)) == 1
