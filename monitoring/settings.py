@@ -22,6 +22,13 @@ class MonitorSettings(CommonSettings):
     retrain_dir: Path | None = Field(
         default=None, description="Where retraining configs and logs go (default: <data_dir>/retraining)."
     )
+    retrain_job_template: Path | None = Field(
+        default=None,
+        description="Kubernetes Job template (YAML): retrainings run as Jobs; unset: as a local subprocess.",
+    )
+    retrain_namespace: str | None = Field(
+        default=None, description="Namespace of the retraining Jobs (default: the template's namespace)."
+    )
     memory_budget_mb: int = Field(
         default=512,
         ge=16,

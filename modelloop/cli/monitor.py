@@ -1,5 +1,6 @@
 """`modelloop monitor`: parse the monitoring settings once, wire the prediction log, MLflow and the
-retrainer (a `modelloop train` subprocess), and measure one window per model, once or every interval."""
+retrainer (a `modelloop train` subprocess, or a Kubernetes Job when MODELLOOP_RETRAIN_JOB_TEMPLATE is set),
+and measure one window per model, once or every interval."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def monitor(
     from modelloop.predlog import open_prediction_log
     from monitoring.config import load_monitor_config
     from monitoring.job import run_pass, run_window
-    from monitoring.retrain import SubprocessRetrainer
+    from monitoring.retrain import Retrainer, SubprocessRetrainer
     from monitoring.settings import MonitorSettings
     from monitoring.tracking import MonitoringTracker
     from monitoring.window import Window, parse_duration, parse_time
@@ -87,7 +88,13 @@ def monitor(
     configure_logging(settings.log_level, settings.log_format)
     config = load_monitor_config(settings.monitor_config)
     tracker = MonitoringTracker(settings.tracking_uri)
-    retrainer = SubprocessRetrainer(settings.resolved_retrain_dir()) if settings.retrain else None
+    retrainer: Retrainer | None = None
+    if settings.retrain and settings.retrain_job_template is not None:
+        from deploy.retrain_job import cluster_retrainer
+
+        retrainer = cluster_retrainer(settings.retrain_job_template, namespace=settings.retrain_namespace)
+    elif settings.retrain:
+        retrainer = SubprocessRetrainer(settings.resolved_retrain_dir())
     store = open_prediction_log(settings.resolved_prediction_log_url())
     budget = settings.memory_budget_mb << 20
     try:

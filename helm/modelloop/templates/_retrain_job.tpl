@@ -1,6 +1,11 @@
 {{/*
-The retraining Job the monitoring job launches (see monitoring.yaml): `modelloop train --config ...`, to which
-the launcher appends `--triggered-by <monitoring run id>`.
+The retraining Job the monitoring job launches (see monitoring.yaml): `modelloop train --config ...`.
+The launcher (deploy/retrain_job.py, KubernetesJobRetrainer) keeps generateName, replaces the volume
+`training-config` (mounted at /etc/modelloop/training, where --config points) with a ConfigMap holding the
+serving version's training config (key config.yaml), and appends `--triggered-by <monitoring run id>`; the
+tracking URI comes from the MLflow env below. Created by hand (`kubectl create -f`), the Job trains with
+retraining.config. The volume name, mount path and file name must stay as they are: the launcher's
+CONFIG_VOLUME / CONFIG_DIR / CONFIG_KEY (tests/integration/helm/test_retrain_job_chart.py checks it).
 */}}
 {{- define "modelloop.retrainJob" -}}
 apiVersion: batch/v1

@@ -163,7 +163,10 @@ def test_controller_role_is_exact() -> None:
     expected |= {("coordination.k8s.io", "leases", v, (name,)) for v in ("get", "update")}
     assert grants == expected
     monitor = _rules(one(objects, "Role", f"{RELEASE}-modelloop-monitor"))
-    assert monitor == [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]}]
+    assert monitor == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
+    ]
 
 
 def _hook(obj: Manifest) -> tuple[set[str], int, set[str]] | None:
