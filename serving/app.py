@@ -148,6 +148,8 @@ async def run(
                 settings.metrics_port, settings.host, registry=metrics.registry
             )
             metrics_port = int(metrics_server.server_port)
+        for name, _ in refs:  # per-model health answers NOT_SERVING (not NOT_FOUND) while loading
+            await server.mark(name, serving=False)
         for name, ref in refs:
             await host.load(name, ref)
         if challenger is not None:

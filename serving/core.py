@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from modelloop.errors import InvalidInputError
 from modelloop.registry import Route
 
 from .batcher import AfterBatch, Item
@@ -28,6 +29,9 @@ from .predlog_writer import PredictionLogWriter
 from .schema import Features, InputTensor
 
 log = logging.getLogger(__name__)
+
+#: longest request id accepted (the feedback table keys labels by it; a longer one is refused, not cut)
+MAX_REQUEST_ID = 128
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,10 @@ class InferenceCore:
         request_id: str = "",
         started: float | None = None,
     ) -> InferenceResult:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidInputError(
+                f"request id has {len(request_id)} characters; at most {MAX_REQUEST_ID} are allowed"
+            )
         deployment, route, shadow = self.host.route(model, version)
         loaded = deployment.model
         features = loaded.schema.validate(tensors, reject_unseen=self.reject_unseen)
@@ -143,4 +151,4 @@ def prediction_recorder(writer: PredictionLogWriter) -> Any:
     return factory
 
 
-__all__ = ["InferenceCore", "InferenceResult", "prediction_recorder"]
+__all__ = ["MAX_REQUEST_ID", "InferenceCore", "InferenceResult", "prediction_recorder"]

@@ -119,14 +119,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 log.error("ModelInfer failed for model %s", label, exc_info=True)
             await context.abort(code, message)
         finally:
-            self.metrics.requests.labels(label, version if label != "unknown" else "", code.name).inc()
+            # a version label only for a version served here: callers' strings must not mint new series
+            if code != grpc.StatusCode.OK and not (version and self.host.ready(label, version)):
+                version = ""
+            self.metrics.requests.labels(label, version, code.name).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
 
 def _metadata_value(context: Any, key: str) -> str:
     for k, v in context.invocation_metadata() or ():
         if k == key:
-            return str(v)[:128]
+            return str(v)
     return ""
 
 

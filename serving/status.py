@@ -8,6 +8,8 @@
     anything else                INTERNAL with a generic message; the details go to the server log
 
 Messages of modelloop errors are written for people and never hold request data, so they are passed on.
+Client side, the codes map back (`error_for`); grpc's own RESOURCE_EXHAUSTED for the concurrency limit is
+overload, so it becomes UnavailableError (retry), not OversizedInputError.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ _FROM_CODE: dict[grpc.StatusCode, type[ModelloopError]] = {
     grpc.StatusCode.PERMISSION_DENIED: ConfigError,
 }
 
+#: the details grpc core gives when a server's `maximum_concurrent_rpcs` is reached
+_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded"
+
 INTERNAL_MESSAGE = "internal error while handling the request; the details are in the server log"
 
 
@@ -68,6 +73,9 @@ def error_for(code: grpc.StatusCode, details: str | None) -> ModelloopError:
     """The modelloop error a client raises for a failed call."""
     cls = _FROM_CODE.get(code, ModelloopError)
     message = details or code.name
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _CONCURRENCY_LIMIT in message:
+        # grpc's own answer when `max_concurrent_rpcs` calls are in flight: overload, worth a retry
+        return UnavailableError(f"the scoring server is at its concurrency limit; retry later ({message})")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         message = f"not authenticated by the scoring server: {message}"
     return cls(message)
