@@ -180,6 +180,8 @@ class Controller:
             return None
         self._failures.pop(name, None)
         self.last_results[name] = result
+        if self.reconciler.pending_writes:  # the registry went away after reading it: write back soon
+            self.enqueue([name], delay=min(self.max_backoff, 5.0))
         return result
 
     def reconcile_all(self) -> dict[str, Result | None]:

@@ -4,8 +4,9 @@ Used by `modelloop controller` and the local platform (`modelloop up`). A bindin
 for its whole life (`address(name)`), across promotions and restarts. A promotion is applied by hot swap
 through `serving.client.ScoringClient.load_model` (the new version loads and warms beside the old one, then
 takes over; no call fails); if it cannot load, the old version keeps serving and `RolloutFailedError` is
-raised. A server that exits on its own is restarted with exponential backoff (1 s doubling to
-`max_backoff`) with the versions it last served. The scoring server is used only through its command and
+raised. A server that exits on its own is restarted on the same port with the versions it last served, with
+exponential backoff between attempts (`restart_backoff`, 1 s, doubling to `max_backoff`; forgotten once a
+server has stayed up that long). The scoring server is used only through its command and
 its client.
 """
 
@@ -77,6 +78,7 @@ class LocalTarget(DeploymentTarget):
         host: str = "127.0.0.1",
         extra_env: Mapping[str, str] | None = None,
         max_backoff: float = 30.0,
+        restart_backoff: float = 1.0,
         supervise_every: float = 1.0,
         stop_grace: float = 30.0,
     ) -> None:
@@ -87,6 +89,7 @@ class LocalTarget(DeploymentTarget):
         self.host = host
         self.extra_env = {"OMP_NUM_THREADS": "1", **(extra_env or {})}
         self.max_backoff = max_backoff
+        self.restart_backoff = restart_backoff
         self.stop_grace = stop_grace
         self._servers: dict[str, _Server] = {}
         self._lock = threading.Lock()
@@ -106,6 +109,23 @@ class LocalTarget(DeploymentTarget):
         if server is None:
             raise KeyError(name)
         return f"{self.host}:{server.port}"
+
+    def pid(self, name: str) -> int | None:
+        """Process id of a binding's scoring server (None while it is down or being restarted)."""
+        with self._lock:
+            server = self._servers.get(name)
+        if server is None:
+            raise KeyError(name)
+        proc = server.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def restarts(self, name: str) -> int:
+        """Restarts of a binding's server since it last stayed up for `max_backoff` seconds."""
+        with self._lock:
+            server = self._servers.get(name)
+        if server is None:
+            raise KeyError(name)
+        return server.restarts
 
     def create(self, spec: DeploymentSpec, *, deadline: float) -> DeploymentState:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -300,7 +320,7 @@ class LocalTarget(DeploymentTarget):
             return
         code = server.proc.returncode if server.proc is not None else None
         server.restarts += 1
-        backoff = min(self.max_backoff, 2.0 ** (server.restarts - 1))
+        backoff = min(self.max_backoff, self.restart_backoff * 2.0 ** (server.restarts - 1))
         server.next_restart = now + backoff
         log.warning("binding %s: scoring server exited (code %s); restart %d", server.spec.name, code,
                     server.restarts)  # fmt: skip

@@ -5,6 +5,13 @@ Called by `deploy.controller.Controller` (from the poll, from webhooks, and on r
 target already serves what the registry names, nothing is changed. A version tagged `modelloop.rollout=failed`
 is not tried again (delete the tag to retry it); the target keeps serving the previous version.
 Raises `TemporaryError` (retry later); every other outcome is returned as a `Result`.
+
+A rollout's write-backs are made in one order: the versions it retires are tagged `retired`, the new
+versions get their binding (and reason or since), the deployment run is logged, and only then the new
+versions' outcome tag (`serving` / `failed`) is set, so whoever sees the outcome sees the rest of the record.
+Write-backs (version tags, the deployment run) that the registry cannot take are kept in memory, in order,
+and written at the start of the next reconcile of any binding; `pending_writes` counts them. Nothing is
+dropped unless the registry refuses it outright (logged as an error).
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class Reconciler:
         self._clock = clock
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._pending: list[RolloutRecord] = []  # records the registry could not take yet
+        self._pending: list[_TagWrite | RolloutRecord] = []  # write-backs the registry could not take yet
         self._pending_lock = threading.Lock()
         self._failed: set[tuple[str, str]] = set()  # (model, version) that failed, even if tagging failed
 
@@ -110,6 +117,7 @@ class Reconciler:
         return DeploymentSpec(binding=binding, champion_version=champion, challenger_version=challenger)
 
     def _reconcile(self, binding: Binding) -> Result:
+        began = self._clock()
         target = self.target_for(binding)
         actual = target.get(binding.name)
         spec = self._desired(binding, actual)
@@ -119,7 +127,18 @@ class Reconciler:
         if actual is not None and actual.matches(spec):
             self._repair_tags(spec)
             return Result(binding.name, Outcome.UNCHANGED, actual)
-        timeline = [(self._clock(), f"rollout of {spec.model}/{spec.champion_version} started")]
+        challenger = f", challenger v{spec.challenger_version}" if spec.challenger_version else ""
+        timeline = [
+            (
+                began,
+                f"registry and {binding.target} target read: {binding.alias} names v{spec.champion_version}",
+            ),
+            (
+                self._clock(),
+                f"rollout v{actual.champion_version if actual else '-'} -> v{spec.champion_version}"
+                f"{challenger} on {binding.target}",
+            ),
+        ]
         log.info(
             "binding %s: rolling out %s/%s (challenger %s) on %s",
             binding.name,
@@ -137,7 +156,7 @@ class Reconciler:
             timeline.append((self._clock(), f"failed: {exc}"))
             self._record_failure(spec, actual, str(exc), timeline)
             return Result(binding.name, Outcome.FAILED, target.get(binding.name), reason=str(exc))
-        timeline.append((self._clock(), "ready"))
+        timeline.append((self._clock(), "ready"))  # the outcome, last
         self._record_success(spec, actual, timeline)
         return Result(binding.name, Outcome.CREATED if actual is None else Outcome.UPDATED, state)
 
@@ -153,16 +172,11 @@ class Reconciler:
         timeline: list[tuple[float, str]],
     ) -> None:
         log.error("binding %s: rollout of %s failed: %s", spec.name, spec.model, reason)
-        for version in self._new_versions(spec, actual):
+        new = self._new_versions(spec, actual)
+        for version in new:
             self._failed.add((spec.model, version))
             self._queue_tags(
-                spec.model,
-                version,
-                {  # the outcome last: whoever sees it sees the rest (tags are set one by one)
-                    TAG_ROLLOUT_REASON: reason[:4000],
-                    TAG_ROLLOUT_BINDING: spec.name,
-                    TAG_ROLLOUT: ROLLOUT_FAILED,
-                },
+                spec.model, version, {TAG_ROLLOUT_REASON: reason[:4000], TAG_ROLLOUT_BINDING: spec.name}
             )
         self._queue_record(
             RolloutRecord(
@@ -175,26 +189,21 @@ class Reconciler:
                 timeline=timeline,
             )
         )
+        for version in new:  # the outcome last (see the module docstring)
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT: ROLLOUT_FAILED})
 
     def _record_success(
         self, spec: DeploymentSpec, actual: DeploymentState | None, timeline: list[tuple[float, str]]
     ) -> None:
         since = datetime.fromtimestamp(timeline[-1][0], UTC).isoformat(timespec="seconds")
-        for version in self._new_versions(spec, actual):
-            self._queue_tags(
-                spec.model,
-                version,
-                {
-                    TAG_ROLLOUT_BINDING: spec.name,
-                    TAG_ROLLOUT_SINCE: since,
-                    TAG_ROLLOUT: ROLLOUT_SERVING,
-                },
-            )
+        new = self._new_versions(spec, actual)
         if actual is not None:
             now_serving = {spec.champion_version, spec.challenger_version}
             for old in (actual.champion_version, actual.challenger_version):
                 if old is not None and old not in now_serving:
                     self._queue_tags(spec.model, old, {TAG_ROLLOUT: ROLLOUT_RETIRED})
+        for version in new:
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT_BINDING: spec.name, TAG_ROLLOUT_SINCE: since})
         self._queue_record(
             RolloutRecord(
                 binding=spec.name,
@@ -205,6 +214,8 @@ class Reconciler:
                 timeline=timeline,
             )
         )
+        for version in new:  # the outcome last (see the module docstring)
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT: ROLLOUT_SERVING})
 
     def _repair_tags(self, spec: DeploymentSpec) -> None:
         """Level-triggered tags: a served version whose tags were lost (registry down then) gets them."""
@@ -226,17 +237,23 @@ class Reconciler:
                 )
 
     def _queue_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
-        try:
-            self.registry.set_version_tags(model, version, tags)
-        except PermanentError as exc:
-            log.error("could not tag %s/%s: %s", model, version, exc)
-        except Exception:  # registry down: the tags are repaired by a later reconcile
-            log.warning("could not tag %s/%s now; a later reconcile repairs it", model, version)
+        self._write(_TagWrite(model, version, tags))
 
     def _queue_record(self, record: RolloutRecord) -> None:
+        self._write(record)
+
+    @property
+    def pending_writes(self) -> int:
+        """Tag writes and rollout records waiting for the registry to come back."""
         with self._pending_lock:
-            self._pending.append(record)
-        self._flush_records()
+            return len(self._pending)
+
+    def _write(self, item: _TagWrite | RolloutRecord) -> None:
+        """Queue a write-back; the queue is flushed in order (older writes never land after newer ones)."""
+        with self._pending_lock:
+            self._pending.append(item)
+            if len(self._pending) == 1:  # else the registry was down just now: the next reconcile flushes
+                self._flush_locked()
 
     def _flush_records(self) -> None:
         with self._pending_lock:
@@ -244,15 +261,33 @@ class Reconciler:
 
     def _flush_locked(self) -> None:
         while self._pending:
-            record = self._pending[0]
+            item = self._pending[0]
             try:
-                self.registry.record_rollout(record)
+                if isinstance(item, _TagWrite):
+                    self.registry.set_version_tags(item.model, item.version, item.tags)
+                else:
+                    self.registry.record_rollout(item)
             except PermanentError as exc:
-                log.error("dropping rollout record of %s: %s", record.binding, exc)
-            except Exception:
-                log.warning("%d rollout record(s) wait for the registry", len(self._pending))
+                log.error("registry refused %s; not retried: %s", item.describe(), exc)
+            except Exception as exc:  # registry down: kept, written by the next reconcile (or poll)
+                log.warning(
+                    "registry unavailable (%s); %d write(s) wait for it, next: %s",
+                    exc,
+                    len(self._pending),
+                    item.describe(),
+                )
                 return
             self._pending.pop(0)
+
+
+@dataclass(frozen=True)
+class _TagWrite:
+    model: str
+    version: str
+    tags: dict[str, str]
+
+    def describe(self) -> str:
+        return f"tags of {self.model}/{self.version}"
 
 
 __all__ = ["Outcome", "Reconciler", "Result"]

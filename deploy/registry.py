@@ -4,7 +4,8 @@ Called by `deploy.reconcile`. The port promises:
 - `resolve` returns the version an alias names now, falling back to a deprecated stage, or None when neither
   names one (or the model does not exist);
 - `set_version_tags` sets tags on one version;
-- `record_rollout` logs one run per rollout in `DEPLOYMENTS_EXPERIMENT` with the rollout's timeline;
+- `record_rollout` logs one run per rollout in `DEPLOYMENTS_EXPERIMENT` with the rollout's timeline (JSON and
+  a plot); writing the same record again (a retry after a failure half-way) leaves one run, not two;
 - every method raises `TemporaryError` when the registry cannot be reached (after a short retry with backoff),
   never a transport exception. Implementations are safe to call from several threads.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,6 +30,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# what a deployment run carries (besides the params binding, model, from_version, to_version, outcome and
+# the metric rollout.seconds)
+RUN_TAG_BINDING = "modelloop.binding"
+RUN_TAG_REASON = "modelloop.rollout.reason"
+RUN_TAG_RECORD_ID = "modelloop.rollout.record_id"
+TIMELINE_JSON_PATH = "modelloop/rollout_timeline.json"
+TIMELINE_PLOT_PATH = "modelloop/rollout_timeline.png"
+
 
 @dataclass(frozen=True)
 class RolloutRecord:
@@ -40,6 +50,10 @@ class RolloutRecord:
     outcome: str  # "serving" | "failed"
     reason: str = ""
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (unix time, event)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # makes writing it again idempotent
+
+    def describe(self) -> str:
+        return f"the record of {self.binding}'s rollout of {self.model}/{self.to_version}"
 
 
 class Registry(ABC):
@@ -146,15 +160,38 @@ class MlflowRegistry(Registry):
         self._call(f"tag {model}/{version}", put)
 
     def record_rollout(self, record: RolloutRecord) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        figure = None
+        if record.timeline:
+            from .rollout_plot import timeline_figure
+
+            figure = timeline_figure(
+                record.timeline,
+                title=f"{record.binding}: {record.model} v{record.from_version or '-'} -> "
+                f"v{record.to_version} ({record.outcome})",
+                succeeded=record.outcome == "serving",
+            )
+
         def log_run() -> None:
             exp = self._client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)
             exp_id = exp.experiment_id if exp else self._client.create_experiment(DEPLOYMENTS_EXPERIMENT)
-            run = self._client.create_run(
-                exp_id,
-                run_name=f"{record.binding}-v{record.to_version}",
-                tags={TAG_RUN_KIND: "deployment", "modelloop.binding": record.binding},
+            # a retry after a half-written attempt continues that run instead of starting a second one
+            found = self._client.search_runs(
+                [exp_id], f"tags.`{RUN_TAG_RECORD_ID}` = '{record.id}'", max_results=1
             )
-            rid = run.info.run_id
+            if found:
+                rid = found[0].info.run_id
+            else:
+                rid = self._client.create_run(
+                    exp_id,
+                    run_name=f"{record.binding}-v{record.to_version}",
+                    tags={
+                        TAG_RUN_KIND: "deployment",
+                        RUN_TAG_BINDING: record.binding,
+                        RUN_TAG_RECORD_ID: record.id,
+                    },
+                ).info.run_id
             params = {
                 "binding": record.binding,
                 "model": record.model,
@@ -162,23 +199,37 @@ class MlflowRegistry(Registry):
                 "to_version": record.to_version,
                 "outcome": record.outcome,
             }
-            for key, value in params.items():
-                self._client.log_param(rid, key, value)
-            if record.reason:
-                self._client.set_tag(rid, "modelloop.rollout.reason", record.reason[:4000])
+            tags = [RunTag(RUN_TAG_REASON, record.reason[:4000])] if record.reason else []
+            metrics = []
             if record.timeline:
                 start = record.timeline[0][0]
-                self._client.log_metric(rid, "rollout.seconds", record.timeline[-1][0] - start)
+                seconds = record.timeline[-1][0] - start
+                metrics = [Metric("rollout.seconds", seconds, int(record.timeline[-1][0] * 1000), 0)]
+            self._client.log_batch(
+                rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()], tags=tags
+            )
+            if record.timeline:
                 self._client.log_text(
                     rid,
                     json.dumps(
                         [{"time": t, "offset_s": round(t - start, 3), "event": e} for t, e in record.timeline]
                     ),
-                    "modelloop/rollout_timeline.json",
+                    TIMELINE_JSON_PATH,
                 )
+            if figure is not None:
+                self._client.log_figure(rid, figure, TIMELINE_PLOT_PATH)
             self._client.set_terminated(rid, status="FINISHED" if record.outcome == "serving" else "FAILED")
 
         self._call(f"record rollout of {record.binding}", log_run)
 
 
-__all__ = ["MlflowRegistry", "Registry", "RolloutRecord"]
+__all__ = [
+    "RUN_TAG_BINDING",
+    "RUN_TAG_REASON",
+    "RUN_TAG_RECORD_ID",
+    "TIMELINE_JSON_PATH",
+    "TIMELINE_PLOT_PATH",
+    "MlflowRegistry",
+    "Registry",
+    "RolloutRecord",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import tempfile
 import threading
 import time
 import urllib.error
@@ -18,12 +19,15 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from matplotlib.image import imread
 
 from deploy.bindings import parse_bindings
 from deploy.controller import Controller
 from deploy.local import LocalTarget
+from deploy.mlflow_server import MlflowServer
 from deploy.reconcile import Outcome
 from deploy.registry import MlflowRegistry
+from deploy.target import DeploymentSpec, DeploymentState
 from deploy.webhook import sign
 from deploy.webhook_registration import register_webhook
 from modelloop.registry import (
@@ -153,8 +157,12 @@ def test_promotions_by_webhook_under_load_then_rollback(
         assert client.get_model_version(reg.model, reg.v1.version).tags[TAG_ROLLOUT] == "retired"
         exp = client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)
         assert exp is not None
-        runs = client.search_runs([exp.experiment_id], f"params.to_version = '{reg.v2.version}'")
-        assert runs and runs[0].data.params["from_version"] == reg.v1.version
+        runs = client.search_runs(
+            [exp.experiment_id],
+            f"params.to_version = '{reg.v2.version}' and params.binding = 'it'",
+        )
+        assert [r.data.params["from_version"] for r in runs] == [reg.v1.version]
+        assert_rollout_plot(client, runs[0].info.run_id, reg.server.url, outcome="serving")
 
         # a version that cannot load: rolled back (v2 keeps serving) and tagged
         client.set_registered_model_alias(reg.model, "production", reg.broken.version)
@@ -166,6 +174,20 @@ def test_promotions_by_webhook_under_load_then_rollback(
         broken_tags = client.get_model_version(reg.model, reg.broken.version).tags
         assert broken_tags[TAG_ROLLOUT_REASON] and broken_tags[TAG_ROLLOUT_BINDING] == "it"
         assert champion(target, "it", reg.model) == reg.v2.version
+        wait_for(
+            lambda: bool(
+                client.search_runs(
+                    [exp.experiment_id],
+                    f"params.to_version = '{reg.broken.version}' and params.binding = 'it'",
+                )
+            ),
+            timeout=30,
+            what="the failed rollout's run",
+        )
+        [failed_run] = client.search_runs(
+            [exp.experiment_id], f"params.to_version = '{reg.broken.version}' and params.binding = 'it'"
+        )
+        assert_rollout_plot(client, failed_run.info.run_id, reg.server.url, outcome="failed")
         c = ScoringClient(target.address("it"))
         try:
             c.predict(reg.model, rows(reg))
@@ -177,6 +199,29 @@ def test_promotions_by_webhook_under_load_then_rollback(
     finally:
         ctl.stop()
         client.set_registered_model_alias(reg.model, "production", reg.v2.version)
+
+
+def assert_rollout_plot(client: mlflow.MlflowClient, run_id: str, tracking_uri: str, *, outcome: str) -> None:
+    """The deployment run carries its timeline (JSON, read back) and the timeline plot (a PNG that opens)."""
+    run = client.get_run(run_id)
+    assert run.data.params["outcome"] == outcome
+    assert run.info.status == ("FINISHED" if outcome == "serving" else "FAILED")
+    assert run.data.metrics["rollout.seconds"] > 0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="modelloop", dst_path=tmp, tracking_uri=tracking_uri
+            )
+        )
+        timeline = json.loads((folder / "rollout_timeline.json").read_text())
+        image = imread(folder / "rollout_timeline.png")
+    events = [e["event"] for e in timeline]
+    assert len(events) == 3 and events[-1] == ("ready" if outcome == "serving" else events[-1])
+    assert outcome == "serving" or events[-1].startswith("failed: ")
+    offsets = [e["offset_s"] for e in timeline]
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    assert abs(offsets[-1] - run.data.metrics["rollout.seconds"]) < 0.01
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 400
 
 
 def post(url: str, body: str, headers: dict[str, str]) -> int:
@@ -321,3 +366,73 @@ def test_mlflow_going_away_and_coming_back(
         )
     finally:
         ctl.stop()
+
+
+class GoesAwayAfterSwap(LocalTarget):
+    """The real local target; the MLflow server is stopped the moment a swap has succeeded, before the
+    controller writes anything back (the worst moment for the record)."""
+
+    def __init__(self, server: MlflowServer, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.server = server
+        self.armed = threading.Event()
+        self.swapped = threading.Event()
+
+    def update(self, spec: DeploymentSpec, *, deadline: float) -> DeploymentState:
+        state = super().update(spec, deadline=deadline)
+        if self.armed.is_set():
+            self.armed.clear()
+            self.server.stop()
+            self.swapped.set()
+        return state
+
+
+def test_write_backs_wait_for_mlflow_to_come_back(
+    deploy_registry: Registered, tmp_path: Path, client: mlflow.MlflowClient
+) -> None:
+    reg = deploy_registry
+    client.set_registered_model_alias(reg.model, "production", reg.v1.version)
+    target = GoesAwayAfterSwap(reg.server, tracking_uri=reg.server.url, work_dir=tmp_path / "serving")
+    ctl = Controller(
+        binding(reg, "late"),
+        MlflowRegistry(reg.server.url, attempts=2, backoff=0.1),
+        {"local": target},
+        poll_interval=1.0,
+        max_backoff=2.0,
+    )
+    ctl.start()
+    try:
+        wait_for(
+            lambda: (
+                client.get_model_version(reg.model, reg.v1.version).tags.get(TAG_ROLLOUT_BINDING) == "late"
+            ),
+            timeout=90,
+            what="v1 deployed and recorded",
+        )
+        target.armed.set()
+        client.set_registered_model_alias(reg.model, "production", reg.v2.version)
+        assert target.swapped.wait(90), "v2 was not swapped in"
+        try:
+            wait_for(lambda: ctl.reconciler.pending_writes == 4, timeout=30, what="write-backs kept")
+            time.sleep(2.0)  # retries with backoff meanwhile: nothing lost, nothing crashed
+            assert ctl.reconciler.pending_writes == 4
+            assert all(t.is_alive() for t in ctl._threads)
+            assert champion(target, "late", reg.model) == reg.v2.version  # serving goes on
+        finally:
+            reg.server.start(timeout=120)
+        wait_for(lambda: ctl.reconciler.pending_writes == 0, timeout=60, what="write-backs flushed")
+        v1_tags = client.get_model_version(reg.model, reg.v1.version).tags
+        v2_tags = client.get_model_version(reg.model, reg.v2.version).tags
+        assert v2_tags[TAG_ROLLOUT] == "serving" and v2_tags[TAG_ROLLOUT_BINDING] == "late"
+        assert v1_tags[TAG_ROLLOUT] == "retired"
+        exp = client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)
+        assert exp is not None
+        runs = client.search_runs([exp.experiment_id], "params.binding = 'late'")
+        assert sorted((r.data.params["from_version"], r.data.params["to_version"]) for r in runs) == sorted(
+            [("", reg.v1.version), (reg.v1.version, reg.v2.version)]
+        )
+        late = next(r for r in runs if r.data.params["to_version"] == reg.v2.version)
+        assert_rollout_plot(client, late.info.run_id, reg.server.url, outcome="serving")
+    finally:
+        ctl.stop()
+        target.close()

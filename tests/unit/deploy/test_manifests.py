@@ -95,3 +95,20 @@ def test_pure_and_deterministic() -> None:
     a = by_kind(render_binding(SCALED, image="i", version="2"))["Deployment"]
     b = by_kind(render_binding(SCALED, image="i", version="3"))["Deployment"]
     assert a["spec"]["template"] != b["spec"]["template"]  # a new version is a new ReplicaSet
+
+
+@pytest.mark.parametrize("k8s_version", VERSIONS)
+def test_lease_validates_strictly(k8s_version: str) -> None:
+    from deploy.kubernetes.leader import LeaseElector
+
+    from .fake_kube import FakeKubeApi
+
+    api = FakeKubeApi()
+    elector = LeaseElector(api, name="modelloop-controller", namespace="ml", identity="pod-a")
+    assert elector.try_acquire_or_renew()
+    lease = api.objects[("Lease", "ml", "modelloop-controller")]
+    kubernetes_validate.validate(
+        {k: v for k, v in lease.items() if k in ("apiVersion", "kind", "metadata", "spec")},
+        k8s_version,
+        strict=True,
+    )

@@ -9,6 +9,7 @@ from deploy.controller import Controller
 from deploy.errors import TemporaryError
 from deploy.fake import FakeTarget
 from deploy.reconcile import Outcome, Reconciler
+from deploy.target import DeploymentSpec, DeploymentState
 from deploy.webhook import Event
 from modelloop.registry import TAG_ROLLOUT, TAG_ROLLOUT_BINDING, TAG_ROLLOUT_REASON, TAG_ROLLOUT_SINCE
 
@@ -102,6 +103,55 @@ def test_registry_down_is_temporary_and_records_are_flushed_later(
     registry.aliases[("m", "production")] = "1"
     rec.reconcile(BINDING)
     assert len(registry.records) == 1
+
+
+class GoesDownAfterSwap(FakeTarget):
+    """A target whose update succeeds just as the registry goes away (before anything is written back)."""
+
+    def __init__(self, registry: MemoryRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def update(self, spec: DeploymentSpec, *, deadline: float) -> DeploymentState:
+        state = super().update(spec, deadline=deadline)
+        self.registry.down = True
+        return state
+
+
+def test_write_backs_wait_for_the_registry_in_order(registry: MemoryRegistry) -> None:
+    target = GoesDownAfterSwap(registry)
+    rec = Reconciler(registry, {"local": target})
+    registry.aliases[("m", "production")] = "1"
+    rec.reconcile(BINDING)
+    registry.aliases[("m", "production")] = "2"
+    assert rec.reconcile(BINDING).outcome is Outcome.UPDATED  # the swap happened; the registry is down now
+    assert rec.pending_writes == 4  # v1 retired, v2's binding, the record, v2 serving
+    assert registry.tags[("m", "1")][TAG_ROLLOUT] == "serving" and ("m", "2") not in registry.tags
+    with pytest.raises(TemporaryError):
+        rec.reconcile(BINDING)  # still down: kept
+    assert rec.pending_writes == 4 and len(registry.records) == 1
+    registry.down = False
+    assert rec.reconcile(BINDING).outcome is Outcome.UNCHANGED
+    assert rec.pending_writes == 0
+    assert registry.tags[("m", "2")][TAG_ROLLOUT] == "serving"
+    assert registry.tags[("m", "1")][TAG_ROLLOUT] == "retired"
+    assert [(r.from_version, r.to_version) for r in registry.records] == [(None, "1"), ("1", "2")]
+
+
+def test_timeline_phases(registry: MemoryRegistry, target: FakeTarget) -> None:
+    registry.aliases[("m", "production")] = "1"
+    rec = Reconciler(registry, {"local": target})
+    rec.reconcile(BINDING)
+    registry.aliases[("m", "production")] = "2"
+    rec.reconcile(BINDING)
+    events = [e for _, e in registry.records[-1].timeline]
+    assert events == [
+        "registry and local target read: production names v2",
+        "rollout v1 -> v2 on local",
+        "ready",
+    ]
+    times = [t for t, _ in registry.records[-1].timeline]
+    assert times == sorted(times)
 
 
 def wait_for(predicate: object, timeout: float = 5.0) -> None:
