@@ -141,8 +141,9 @@ def load_job_template(path: Path) -> Manifest:
     return check_job_template(template)
 
 
-def _unavailable(what: str, namespace: str, exc: BaseException) -> UnavailableError:
-    """A Kubernetes client failure as a message naming the step and the cause, never the response body."""
+def _unavailable(what: str, namespace: str, exc: BaseException, *, needs: str) -> UnavailableError:
+    """A Kubernetes client failure as a message naming the step and the cause, never the response body;
+    `needs` is the RBAC grant the step takes (e.g. "create on configmaps")."""
     from kubernetes.client.exceptions import ApiException
 
     where = f"cannot {what} in namespace {namespace}"
@@ -154,10 +155,7 @@ def _unavailable(what: str, namespace: str, exc: BaseException) -> UnavailableEr
     if status == 401:
         cause = "the Kubernetes API rejected the credentials (401 Unauthorized)"
     elif status == 403:
-        cause = (
-            "forbidden (403): the monitoring ServiceAccount's Role must allow create on batch/jobs and "
-            "create, patch on configmaps"
-        )
+        cause = f"forbidden (403): the monitoring ServiceAccount's Role must allow {needs}"
     elif status == 404:
         cause = "not found (404): does the namespace exist?"
     elif status == 409:
@@ -197,7 +195,6 @@ class KubernetesJobRetrainer(Retrainer):
             raise ConfigError("retraining namespace is empty (MODELLOOP_RETRAIN_NAMESPACE)")
         self._template = copy.deepcopy(check_job_template(template))
         self._namespace = namespace
-        self._api = api
         self._core: Any = CoreV1Api(api)
         self._batch: Any = BatchV1Api(api)
 
@@ -281,26 +278,38 @@ class KubernetesJobRetrainer(Retrainer):
 
     # ----- the calls
 
-    def _call(self, what: str, fn: Any, *args: Any, conflict_ok: bool = False) -> Manifest | None:
+    def _call(self, what: str, needs: str, fn: Any, *args: Any, conflict_ok: bool = False) -> Manifest | None:
         """`fn(*args)` as a plain dict; `UnavailableError` on failure (None on 409 with `conflict_ok`)."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
-            out = fn(*args, _request_timeout=REQUEST_TIMEOUT_S)
+            # the raw response: the object as the API server sent it, no client-side model in between
+            out = fn(*args, _request_timeout=REQUEST_TIMEOUT_S, _preload_content=False)
         except ApiException as exc:
             if conflict_ok and exc.status == 409:
                 return None
-            raise _unavailable(what, self._namespace, exc) from None
+            raise _unavailable(what, self._namespace, exc, needs=needs) from None
         except (HTTPError, OSError) as exc:
-            raise _unavailable(what, self._namespace, exc) from None
-        return dict(self._api.sanitize_for_serialization(out) or {})
+            raise _unavailable(what, self._namespace, exc, needs=needs) from None
+        try:
+            obj = json.loads(out.data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise UnavailableError(f"cannot {what}: the Kubernetes API answered with no object")
+        return obj
 
     def _create_config_map(self, body: Manifest) -> None:
         name = body["metadata"]["name"]
         what = f"create ConfigMap {name}"
         created = self._call(
-            what, self._core.create_namespaced_config_map, self._namespace, body, conflict_ok=True
+            what,
+            "create on configmaps",
+            self._core.create_namespaced_config_map,
+            self._namespace,
+            body,
+            conflict_ok=True,
         )
         if created is not None:
             return
@@ -312,7 +321,12 @@ class KubernetesJobRetrainer(Retrainer):
             {"op": "add", "path": "/data", "value": body["data"]},
         ]
         self._call(
-            f"update ConfigMap {name}", self._core.patch_namespaced_config_map, name, self._namespace, patch
+            f"update ConfigMap {name}",
+            "patch on configmaps",
+            self._core.patch_namespaced_config_map,
+            name,
+            self._namespace,
+            patch,
         )
 
     def launch(self, request: RetrainRequest) -> RetrainLaunch:
@@ -323,6 +337,7 @@ class KubernetesJobRetrainer(Retrainer):
         try:
             created = self._call(
                 "create the retraining Job",
+                "create on jobs (API group batch)",
                 self._batch.create_namespaced_job,
                 ns,
                 self.job(request, cm_name),
@@ -344,6 +359,7 @@ class KubernetesJobRetrainer(Retrainer):
                 raise UnavailableError("the created Job came back without a name or uid")
             self._call(
                 f"set the owner of ConfigMap {cm_name}",
+                "patch on configmaps",
                 self._core.patch_namespaced_config_map,
                 cm_name,
                 ns,

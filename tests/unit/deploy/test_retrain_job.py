@@ -200,7 +200,7 @@ def test_forbidden_job_names_the_cause_and_a_retry_reuses_the_config_map(kube: F
         launcher.launch(request())
     message = str(caught.value)
     assert "create the retraining Job in namespace models" in message and "forbidden (403)" in message
-    assert "create on batch/jobs" in message and "hunter2" not in message
+    assert "Role must allow create on jobs (API group batch)" in message and "hunter2" not in message
     assert kube.of_kind("Job") == [] and len(kube.of_kind("ConfigMap")) == 1
     # the monitoring job may try the same run again: the ConfigMap left behind is reused
     launch = launcher.launch(request())
@@ -264,6 +264,7 @@ def test_a_lost_owner_patch_still_launches(kube: FakeKubeApiServer, caplog: pyte
     assert launch.details["job"] == one(kube, "Job")["metadata"]["name"]
     assert "ownerReferences" not in one(kube, "ConfigMap")["metadata"]
     assert "ConfigMap ml-modelloop-retrain-churn-01234567 keeps no owner" in caplog.text
+    assert "Role must allow patch on configmaps" in caplog.text
     assert "hunter2" not in caplog.text
 
 
