@@ -3,7 +3,7 @@
 Called by `serving.model_host` when a version loads (`ModelSchema.from_signature`) and by `serving.core` for
 every request (`ModelSchema.validate`). Inputs arrive as transport-neutral `InputTensor`s (decoded by
 `serving.codec`): one 1-D tensor per signature column, named after it, or one 2-D tensor for a model whose
-columns are all floating point. `validate` returns `Features`, the form a batch is predicted on. Every error
+columns are all numeric. `validate` returns `Features`, the form a batch is predicted on. Every error
 names the column and the problem and never echoes a value.
 """
 
@@ -144,7 +144,7 @@ class ModelSchema:
             raise InvalidInputError("request has no inputs")
         names = self.names
         if len(tensors) == 1 and tensors[0].name not in names and len(tensors[0].shape) == 2:
-            return self._validate_matrix(tensors[0])
+            return self._validate_matrix(tensors[0], reject_unseen=reject_unseen)
         by_name: dict[str, InputTensor] = {}
         for t in tensors:
             if t.name in by_name:
@@ -188,21 +188,37 @@ class ModelSchema:
         if n_rows > self.max_rows:
             raise OversizedInputError(f"request has {n_rows} rows; at most {self.max_rows} are allowed")
 
-    def _validate_matrix(self, t: InputTensor) -> Features:
+    def _validate_matrix(self, t: InputTensor, *, reject_unseen: bool) -> Features:
+        """One 2-D tensor [rows, columns] in signature order, for a model whose columns are all numeric."""
         names = self.names
-        if not self.all_float:
+        if not all(c.kind in ("float", "int") for c in self.columns):
             raise InvalidInputError(
                 f"input '{t.name}' is not a column of the model; a single 2-D input is only accepted "
-                "when every column is floating point: send one input per column"
+                "when every column is numeric: send one input per column"
             )
-        if t.datatype not in ACCEPTED["float"]:
-            raise InvalidInputError(f"input '{t.name}' has datatype {t.datatype}; expected FP64 or FP32")
+        for c in self.columns:
+            if t.datatype not in ACCEPTED[c.kind]:
+                raise InvalidInputError(
+                    f"input '{t.name}' has datatype {t.datatype}; column '{c.name}' expects {c.datatype}: "
+                    "send a tensor of that type or one input per column"
+                )
         n_rows, n_cols = t.shape
         if n_cols != len(names):
             raise InvalidInputError(
                 f"input '{t.name}' has {n_cols} columns; the model takes {len(names)} ({names[0]}, ...)"
             )
         self._check_rows(n_rows)
+        if not self.all_float:  # integer columns: each checked and converted like a column input
+            data = t.data.reshape(n_rows, n_cols)
+            return Features(
+                n_rows,
+                columns={
+                    c.name: self._column(
+                        c, InputTensor(c.name, t.datatype, (n_rows,), data[:, i]), reject_unseen=reject_unseen
+                    )
+                    for i, c in enumerate(self.columns)
+                },
+            )
         matrix = t.data.reshape(n_rows, n_cols).astype(np.float64, copy=False)
         nan_cols: list[bool] = np.asarray(np.isnan(matrix).any(axis=0)).tolist()
         if any(nan_cols):

@@ -1,5 +1,5 @@
-"""TLS and mutual TLS: the scoring server serves over TLS with a certificate, and with a client CA it
-refuses clients that present no certificate."""
+"""TLS and mutual TLS: the scoring server serves over TLS with a certificate (plaintext clients refused,
+health reachable without a token), and with a client CA it refuses clients that present no certificate."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import datetime
 import ipaddress
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelloop.errors import UnavailableError
+from modelloop.errors import ConfigError, UnavailableError
 from serving.client import ScoringClient
 
 from .conftest import REF, Models
@@ -76,5 +78,34 @@ def test_mutual_tls(start_server, models: Models, tmp_path: Path) -> None:  # ty
         pytest.raises(UnavailableError),
     ):
         anonymous.predict(REF, models.rows(1), timeout=5)
+    with ScoringClient(server.address) as plaintext, pytest.raises(UnavailableError):
+        plaintext.predict(REF, models.rows(1), timeout=5)
+
+
+def test_tls_without_client_certificates_keeps_health_reachable(
+    start_server, models: Models, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    ca = _cert("modelloop-test-ca", None, ca=True)
+    server_cert, server_key = _cert("localhost", ca)
+    (tmp_path / "cert").write_bytes(_pem(server_cert))
+    (tmp_path / "key").write_bytes(_key_pem(server_key))
+    (tmp_path / "token").write_text("tls-token")
+    server = start_server(
+        tls_cert_file=tmp_path / "cert", tls_key_file=tmp_path / "key", token_file=tmp_path / "token"
+    )
+    ca_pem = _pem(ca[0])
+    with ScoringClient(server.address, root_certificates=ca_pem, token="tls-token") as client:
+        assert len(client.predict(REF, models.rows(2)).predictions) == 2
+    with (
+        ScoringClient(server.address, root_certificates=ca_pem) as anonymous,
+        pytest.raises(ConfigError, match="not authenticated"),
+    ):
+        anonymous.predict(REF, models.rows(1), timeout=5)
+    channel = grpc.secure_channel(server.address, grpc.ssl_channel_credentials(ca_pem))
+    try:  # a TLS health probe needs no client certificate and no token
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        channel.close()
     with ScoringClient(server.address) as plaintext, pytest.raises(UnavailableError):
         plaintext.predict(REF, models.rows(1), timeout=5)

@@ -113,3 +113,24 @@ def test_unseen_categories_reject_or_pass() -> None:
 def test_a_model_without_signature_cannot_load() -> None:
     with pytest.raises(ModelLoadError, match="no signature"):
         ModelSchema.from_signature(None)
+
+
+def test_one_2d_tensor_for_a_model_with_integer_and_float_columns() -> None:
+    frame = pd.DataFrame({"n": np.array([1, 2], dtype=np.int64), "x": [0.5, 1.5], "k": np.array([3, 4])})
+    schema = ModelSchema.from_signature(infer_signature(frame, np.array([0, 1])))
+    assert not schema.all_float
+    tensor = InputTensor("input-0", "INT32", (2, 3), np.array([7, 8, 9, 10, 11, 12], dtype=np.int32))
+    features = schema.validate([tensor])
+    assert features.matrix is None and features.n_rows == 2
+    assert features.columns["n"].tolist() == [7, 10] and features.columns["n"].dtype == np.int64
+    assert features.columns["x"].tolist() == [8.0, 11.0] and features.columns["x"].dtype == np.float64
+    assert features.columns["k"].tolist() == [9, 12]
+    floats = InputTensor("input-0", "FP64", (1, 3), np.array([SECRET, SECRET, SECRET]))
+    with pytest.raises(InvalidInputError, match="has datatype FP64; column 'n' expects INT64") as info:
+        schema.validate([floats])
+    assert "987654" not in str(info.value)
+    too_big = InputTensor("input-0", "UINT64", (1, 3), np.array([2**63, 1, 1], dtype=np.uint64))
+    with pytest.raises(InvalidInputError, match="column 'n' has values out of range for INT64"):
+        schema.validate([too_big])
+    with pytest.raises(InvalidInputError, match="only accepted when every column is numeric"):
+        mixed_schema().validate([InputTensor("input-0", "INT64", (1, 3), np.array([1, 2, 3]))])
