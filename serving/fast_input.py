@@ -12,6 +12,7 @@ without a warning; otherwise it restores the names and the caller stays on the D
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,9 @@ from .schema import Features, ModelSchema
 log = logging.getLogger(__name__)
 
 _MISSING = object()
+#: `warnings.catch_warnings` swaps process-wide state: two probes interleaving (two models loading at once)
+#: would restore it in the wrong order and leave warnings recorded into a dead list for good
+_PROBE_LOCK = threading.Lock()
 _PROBE_ROWS = 8
 
 
@@ -85,6 +89,17 @@ def matrix_feeder(
         assert features.matrix is not None
         return features.matrix if order is None else features.matrix[:, order]
 
+    with _PROBE_LOCK:
+        return _probe(first, method, frame, feed, probe)
+
+
+def _probe(
+    first: Any,
+    method: Callable[[Any], Any],
+    frame: Callable[[Features], Any],
+    feed: Callable[[Features], Any],
+    probe: Features,
+) -> Callable[[Features], Any] | None:
     try:
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
