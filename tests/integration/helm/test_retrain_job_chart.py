@@ -7,17 +7,32 @@ than the monitoring Role grants."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import mlflow
 import pytest
 import yaml
 
 from deploy.retrain_job import CONFIG_PATH, cluster_retrainer
+from modelloop.predlog import SqlPredictionLog
+from modelloop.registry import TAG_RETRAIN_DECISION
 from monitoring.retrain import RetrainRequest
 from monitoring.settings import MonitorSettings
+from monitoring.window import Window
+from tests.integration.monitoring.conftest import (
+    T0,
+    TRAINING_CONFIG,
+    WINDOW,
+    register_monitored,
+    window_batches,
+    write,
+)
 from tests.unit.deploy.fake_kube_http import FakeKubeApiServer
 
 from .conftest import CI_VALUES, NAMESPACE, RELEASE, Manifest, by_kind, one, render
@@ -193,3 +208,57 @@ def test_the_chart_template_launches_through_the_retrainer(
     assert used == {("", "configmaps", "create"), ("batch", "jobs", "create"), ("", "configmaps", "patch")}
     assert used <= grants
     assert {g for g in grants if g[1] == "configmaps"} == {u for u in used if u[1] == "configmaps"}
+
+
+def test_monitor_command_launches_the_chart_job_when_drift_fires(
+    mlflow_server: str, kube: FakeKubeApiServer, tmp_path: Path
+) -> None:
+    """`modelloop monitor --retrain` as the CronJob runs it (a process; the template and namespace from the
+    env the chart sets; credentials from a kubeconfig here): a drifted window fires, and the Job it launches
+    trains the serving version's config with `--triggered-by` the monitoring run, which records the Job."""
+    monitored = register_monitored(mlflow_server, "retrain-job-chart")
+    name = monitored.model.name
+    window = Window(T0 + 40 * WINDOW, T0 + 41 * WINDOW)
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    store = SqlPredictionLog(url)
+    try:
+        write(store, window_batches(monitored, window.start, 1200, seed=40, shift=1.0))
+    finally:
+        store.close()
+    config = tmp_path / "monitoring.yaml"
+    config.write_text(f"models:\n  {name}:\n    retrain: {{consecutive_windows: 1, min_rows: 500}}\n")
+    template, _ = _template_file(render("v4", [PRODUCTION]), tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "MODELLOOP_"))}
+    env.update(
+        MODELLOOP_RETRAIN_JOB_TEMPLATE=str(template),
+        MODELLOOP_RETRAIN_NAMESPACE=NAMESPACE,
+        MODELLOOP_DATA_DIR=str(tmp_path / "data"),
+        KUBECONFIG=str(_kubeconfig(tmp_path / "kubeconfig", kube.url)),
+    )
+    start, end = window.iso()
+    args = ["--model", name, "--start", start, "--end", end, "--tracking-uri", mlflow_server]
+    args += ["--prediction-log-url", url, "--config", str(config), "--retrain"]
+    done = subprocess.run(
+        [sys.executable, "-m", "modelloop", "monitor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "retrain=fired" in done.stdout, done.stdout
+    run_id = done.stdout.strip().split("run=")[-1]
+    [job] = kube.of_kind("Job")
+    [cm] = kube.of_kind("ConfigMap")
+    for obj in (job, cm):
+        kubernetes_validate.validate(obj, VERSIONS[-1], strict=True)
+    [train] = job["spec"]["template"]["spec"]["containers"]
+    assert train["args"] == ["train", "--config", CONFIG_PATH, "--triggered-by", run_id]
+    assert cm["data"] == {"config.yaml": TRAINING_CONFIG}  # the serving version's resolved config
+    assert job["metadata"]["annotations"]["modelloop.io/model-version"] == monitored.model.version
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    tags = mlflow.MlflowClient(mlflow_server).get_run(run_id).data.tags
+    assert tags[TAG_RETRAIN_DECISION] == "fired"
+    assert tags["modelloop.retrain.job"] == job["metadata"]["name"]
+    assert tags["modelloop.retrain.namespace"] == NAMESPACE
