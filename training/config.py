@@ -23,6 +23,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _FieldError(ValueError):
+    """A cross-field problem that belongs to one named field (its path below the model that raises it)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
 class DatasetConfig(_Strict):
     """Where the rows come from: exactly one of `name`, `path` or `query` (with `url`)."""
 
@@ -44,11 +53,11 @@ class DatasetConfig(_Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of name, path or query")
         if self.query is not None and not self.url:
-            raise ValueError("a query needs url (a SQLAlchemy URL)")
+            raise _FieldError("url", "a query needs url (a SQLAlchemy URL)")
         if self.url is not None and self.query is None:
-            raise ValueError("url is only used with query")
+            raise _FieldError("url", "is only used with query")
         if self.name is not None and not self.name.startswith("sklearn:"):
-            raise ValueError("name must look like sklearn:<dataset>, e.g. sklearn:breast_cancer")
+            raise _FieldError("name", "must look like sklearn:<dataset>, e.g. sklearn:breast_cancer")
         if (
             self.path is not None
             and self.format is None
@@ -59,7 +68,7 @@ class DatasetConfig(_Strict):
                 ".pq",
             }
         ):
-            raise ValueError("path must end in .csv or .parquet, or set format")
+            raise _FieldError("path", "must end in .csv or .parquet, or set format")
         return self
 
 
@@ -78,9 +87,9 @@ class SplitConfig(_Strict):
     @model_validator(mode="after")
     def _time_column(self) -> SplitConfig:
         if self.kind == "time" and not self.time_column:
-            raise ValueError("kind time needs time_column")
+            raise _FieldError("time_column", "kind time needs time_column (the column ordering the rows)")
         if self.kind != "time" and self.time_column:
-            raise ValueError("time_column is only used with kind time")
+            raise _FieldError("time_column", "is only used with kind time")
         return self
 
 
@@ -164,7 +173,7 @@ class StudyConfig(_Strict):
         if self.storage is not None and not self.storage.split(":", 1)[0].startswith(
             ("sqlite", "postgresql", "mysql")
         ):
-            raise ValueError("storage must be a sqlite:/// or postgresql:// URL")
+            raise _FieldError("storage", "must be a sqlite:/// or postgresql:// URL")
         return self
 
 
@@ -196,7 +205,7 @@ class PromotionConfig(_Strict):
     @model_validator(mode="after")
     def _alias(self) -> PromotionConfig:
         if self.alias is not None and self.policy != "auto":
-            raise ValueError("alias is only used with policy auto")
+            raise _FieldError("alias", "is only used with policy auto")
         return self
 
 
@@ -264,15 +273,6 @@ class TrainingConfig(_Strict):
         return self.experiment or self.model_name
 
 
-class _FieldError(ValueError):
-    """A cross-field problem that belongs to one named field."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-
-
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[list[str], Any]]:
     """Parse `key.path=value` strings; values are YAML scalars (`3` is an int, `true` a bool)."""
     parsed: list[tuple[list[str], Any]] = []
@@ -311,10 +311,15 @@ def _describe(error: dict[str, Any]) -> str:
     ctx = error.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, _FieldError):
-        return f"{inner.path}: {inner.message}"
+        return f"{'.'.join([*loc, inner.path])}: {inner.message}"
     message = str(error.get("msg", "invalid value"))
-    if error.get("type") == "extra_forbidden":
+    kind = error.get("type")
+    if kind == "extra_forbidden":
         message = "unknown field"
+    elif kind == "union_tag_not_found":
+        message = "give type: float, int or categorical"
+    elif kind == "union_tag_invalid":
+        message = "type must be float, int or categorical"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return f"{path}: {message}"
