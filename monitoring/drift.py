@@ -103,7 +103,7 @@ def numeric_drift(
 ) -> FeatureDrift:
     """Drift of one numeric column (`values`: float64, NaN for missing) against its profile."""
     total = values.size if total is None else total
-    present = np.sort(values[np.isfinite(values)])
+    present = values[np.isfinite(values)]
     n = int(present.size)
     missing_rate = 1.0 - n / total if total else 0.0
     base = {"missing_rate": missing_rate, "missing_rate_change": missing_rate - profile.missing_rate}
@@ -114,19 +114,18 @@ def numeric_drift(
         )
     q = np.asarray(profile.quantiles, dtype=np.float64)
     edges = np.asarray(profile.bin_edges, dtype=np.float64)
-    psi_value = stats.psi(np.asarray(profile.bin_fractions), stats.bin_shares(present, edges))
-    ks = stats.ks_statistic(q, present)
+    hist_edges = np.asarray(profile.histogram_edges, dtype=np.float64)
+    compared = stats.compare_numeric(q, present, edges=(edges, hist_edges))
+    psi_value = stats.psi(np.asarray(profile.bin_fractions), compared.bin_shares(edges))
+    ks = compared.ks
     ks_p = stats.ks_pvalue(ks, profile.count, n)
-    wd = stats.normalised_wasserstein(q, present, stats.population_std(profile.std, profile.count))
+    wd = stats.normalise(compared.wasserstein, stats.population_std(profile.std, profile.count))
     if n > rules.large_window_rows:
         drifted, rule = wd >= rules.wasserstein, f"wasserstein >= {rules.wasserstein:g}"
     else:
         drifted, rule = ks_p < rules.p_value, f"ks_pvalue < {rules.p_value:g}"
-    hist_edges = np.asarray(profile.histogram_edges, dtype=np.float64)
     ref_hist = np.asarray(profile.histogram_counts, dtype=np.float64)
-    cur_hist = (
-        np.diff(np.searchsorted(present, hist_edges, side="right")) if hist_edges.size else np.array([])
-    )
+    cur_hist = np.diff(compared.at_or_below(hist_edges)) if hist_edges.size else np.array([])
     return FeatureDrift(
         name,
         "numeric",

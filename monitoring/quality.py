@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn import metrics as skm
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,22 @@ def _is_score(values: np.ndarray) -> bool:
     return bool(np.all((values >= 0) & (values <= 1)) and np.any(values != np.round(values)))
 
 
-def join_labels(request_ids: np.ndarray, labels: Mapping[str, Any]) -> tuple[np.ndarray, list[Any]]:
-    """Positions of the window rows that have a label, and those labels in the same order."""
-    positions = [i for i, rid in enumerate(request_ids.tolist()) if rid in labels]
-    return np.asarray(positions, dtype=np.int64), [labels[request_ids[i]] for i in positions]
+def join_labels(
+    request_ids: pa.Array | pa.ChunkedArray | np.ndarray, labels: Mapping[str, Any]
+) -> tuple[np.ndarray, list[Any]]:
+    """Positions of the window rows that have a label, and those labels in the same order (vectorised:
+    the window's request ids stay Arrow strings; only the labelled ones become Python objects)."""
+    if not labels:
+        return np.zeros(0, dtype=np.int64), []
+    ids = (
+        request_ids
+        if isinstance(request_ids, pa.Array | pa.ChunkedArray)
+        else pa.array(np.asarray(request_ids, dtype=object), pa.string())
+    )
+    found = pc.is_in(ids, value_set=pa.array(list(labels), pa.string()))
+    positions = np.flatnonzero(np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool))
+    matched = pc.take(ids, pa.array(positions, pa.int64())).to_pylist()
+    return positions.astype(np.int64), [labels[rid] for rid in matched]
 
 
 def quality(

@@ -17,7 +17,8 @@ uses the reference's real row count, as `ks_2samp(method="asymp")` would on the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import chi2, kstwo
@@ -35,29 +36,168 @@ def psi(reference: np.ndarray, current: np.ndarray, *, eps: float = EPSILON) -> 
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def bin_shares(sorted_values: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
-    """Share of `sorted_values` in the bins (-inf, e0], (e0, e1], ..., (e_last, inf)."""
-    n = sorted_values.size
-    if n == 0:
-        return np.zeros(inner_edges.size + 1)
-    at_or_below = np.searchsorted(sorted_values, inner_edges, side="right")
-    counts = np.diff(np.concatenate(([0], at_or_below, [n])))
-    return np.asarray(counts / n, dtype=np.float64)
+#: A window column with at least this many values is located on the grid through equal-width fine bins.
+FINE_FROM = 4096
+#: Number of equal-width fine bins spanning the comparison grid.
+FINE_BINS = 1 << 16
 
 
-def ks_statistic(ref_quantiles: np.ndarray, sorted_current: np.ndarray) -> float:
-    """sup |F_ref - F_cur| with F_ref the distribution function of the quantile points (equal weights).
+@dataclass(frozen=True)
+class NumericComparison:
+    """A window column against the reference quantile points (see `compare_numeric`)."""
 
-    The supremum lies at a reference point or just before it (between reference points F_ref is flat and
-    F_cur monotone), so both one-sided limits at each distinct reference point give it exactly."""
+    count: int
+    ks: float  # sup |F_ref - F_cur|
+    wasserstein: float  # integral of |F_ref - F_cur| (not normalised)
+    grid: np.ndarray  # sorted distinct points: the quantiles and every edge given
+    at_or_below_grid: np.ndarray  # how many current values are <= each grid point
+
+    def at_or_below(self, points: np.ndarray) -> np.ndarray:
+        """How many current values are <= each of `points` (points given to `compare_numeric` as edges)."""
+        return np.asarray(self.at_or_below_grid[np.searchsorted(self.grid, points)], dtype=np.int64)
+
+    def bin_shares(self, inner_edges: np.ndarray) -> np.ndarray:
+        """Share of the current values in the bins (-inf, e0], (e0, e1], ..., (e_last, inf)."""
+        if self.count == 0:
+            return np.zeros(inner_edges.size + 1)
+        cum = np.concatenate(([0], self.at_or_below(inner_edges), [self.count]))
+        return np.asarray(np.diff(cum) / self.count, dtype=np.float64)
+
+
+def locate(
+    values: np.ndarray, grid: np.ndarray, *, fine_from: int = FINE_FROM
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each value, how many grid points are <= it (`np.searchsorted(grid, values, side="right")`), and
+    for each grid point how many values equal it. Exact, without sorting or searching every value:
+
+    values are mapped to equal-width fine bins over [grid[0], grid[-1]] by x -> floor((x - lo) * scale),
+    which is monotone in floating point; a value whose fine bin holds no grid point is above exactly the
+    grid points of lower bins, read from a table. Only values sharing a fine bin with a grid point (or every
+    value, below `fine_from` values) are searched exactly."""
+    g = grid.size
+    lo, hi = float(grid[0]), float(grid[-1])
+    scale = FINE_BINS / (hi - lo) if hi > lo else math.inf
+    if values.size < fine_from or not math.isfinite(scale):
+        right = np.searchsorted(grid, values, side="right")
+        equal = right - np.searchsorted(grid, values, side="left")
+        return right, np.bincount(right[equal > 0] - 1, minlength=g)[:g]
+
+    def fine(x: np.ndarray) -> np.ndarray:
+        # bins -1 (below lo) .. FINE_BINS + 1 (far above hi), shifted by one to index from 0
+        return np.clip(np.floor((x - lo) * scale), -1, FINE_BINS + 1).astype(np.intp) + 1
+
+    grid_bins = fine(grid)
+    table = np.searchsorted(grid_bins, np.arange(FINE_BINS + 3), side="left")
+    ambiguous = np.zeros(FINE_BINS + 3, dtype=bool)
+    ambiguous[grid_bins] = True
+    bins = fine(values)
+    right = table[bins]
+    exact = np.flatnonzero(ambiguous[bins])
+    sub = values[exact]
+    sub_right = np.searchsorted(grid, sub, side="right")
+    right[exact] = sub_right
+    equal = sub_right != np.searchsorted(grid, sub, side="left")
+    return right, np.bincount(sub_right[equal] - 1, minlength=g)[:g]
+
+
+def compare_numeric(
+    ref_quantiles: np.ndarray,
+    values: np.ndarray,
+    *,
+    edges: Sequence[np.ndarray] = (),
+    fine_from: int = FINE_FROM,
+) -> NumericComparison:
+    """KS statistic and Wasserstein distance between the reference quantile points (equal weights) and the
+    current `values` (finite, any order), plus the current counts at each edge (PSI bins, histogram).
+
+    Both statistics are exact. KS: the supremum lies at a grid point or just before it (between points F_ref
+    is flat and F_cur monotone). Wasserstein: on each grid interval F_ref is a constant c; where c is not
+    between the interval's lowest and highest F_cur, |c - F_cur| keeps its sign and its integral follows from
+    the interval's count and sum of distances to the interval's end; where it is, the crossing value is found
+    by partial selection among the interval's values. O(n) with no sort of the window."""
     q = np.asarray(ref_quantiles, dtype=np.float64)
-    m, n = q.size, sorted_current.size
-    points = np.unique(q)
-    ref_at = np.searchsorted(q, points, side="right") / m
-    ref_before = np.searchsorted(q, points, side="left") / m
-    cur_at = np.searchsorted(sorted_current, points, side="right") / n
-    cur_before = np.searchsorted(sorted_current, points, side="left") / n
-    return float(max(np.max(np.abs(ref_at - cur_at)), np.max(np.abs(ref_before - cur_before))))
+    x = np.asarray(values, dtype=np.float64)
+    m, n = q.size, x.size
+    grid = np.unique(np.concatenate([q, *[np.asarray(e, dtype=np.float64) for e in edges]]))
+    g = grid.size
+    if n == 0 or m == 0:
+        return NumericComparison(n, math.nan, math.nan, grid, np.zeros(g, dtype=np.int64))
+    idx, equal = locate(x, grid, fine_from=fine_from)
+    counts = np.bincount(idx, minlength=g + 1)
+    # distance of each value to the end of its interval (to the last grid point for values above it)
+    dist = np.bincount(idx, weights=grid[np.minimum(idx, g - 1)] - x, minlength=g + 1)
+    below = np.cumsum(counts)[:g]  # values < grid point
+    at_or_below = below + equal
+    ref_at = np.searchsorted(q, grid, side="right")
+    ref_before = np.searchsorted(q, grid, side="left")
+    ks = float(max(np.max(np.abs(ref_at / m - at_or_below / n)), np.max(np.abs(ref_before / m - below / n))))
+    # tails: F_ref = 0 below the first grid point, 1 from the last on
+    total = (dist[0] - dist[g]) / n
+    if g > 1:
+        length = np.diff(grid)
+        c_num = ref_at[:-1] * n  # F_ref on [g_j, g_j+1) is c_num / (m n); F_cur compared as counts * m
+        lowest, highest = at_or_below[:-1] * m, below[1:] * m
+        integral = (below[:-1] * length + dist[1:g]) / n  # of F_cur over each interval
+        c = ref_at[:-1] / m
+        above = c_num <= lowest
+        under = c_num >= highest
+        total += float(np.sum((integral - c * length)[above]) + np.sum((c * length - integral)[under]))
+        crossing = np.flatnonzero(~(above | under))
+        if crossing.size:
+            total += _crossing_intervals(
+                x,
+                idx,
+                crossing=crossing,
+                grid=grid,
+                below=below,
+                ref_at=ref_at,
+                counts=counts,
+                integral=integral,
+                m=m,
+                n=n,
+            )
+    return NumericComparison(n, ks, float(total), grid, at_or_below)
+
+
+def _crossing_intervals(
+    x: np.ndarray,
+    idx: np.ndarray,
+    *,
+    crossing: np.ndarray,
+    grid: np.ndarray,
+    below: np.ndarray,
+    ref_at: np.ndarray,
+    counts: np.ndarray,
+    integral: np.ndarray,
+    m: int,
+    n: int,
+) -> float:
+    """Integral of |F_ref - F_cur| over the grid intervals where F_cur crosses the constant F_ref."""
+    in_crossing = np.zeros(grid.size + 1, dtype=bool)
+    in_crossing[crossing + 1] = True
+    chosen = np.flatnonzero(in_crossing[idx])
+    keys = idx[chosen]
+    order = np.argsort(keys.astype(np.int16) if grid.size < 32_000 else keys, kind="stable")
+    grouped = x[chosen[order]]
+    sizes = counts[crossing + 1]
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    total = 0.0
+    for j, start, size in zip(crossing.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        a, b = grid[j], grid[j + 1]
+        base = int(below[j])
+        # smallest r with (base + r) m >= ref_at n: F_cur reaches F_ref at the r-th smallest value
+        r = -(-(int(ref_at[j]) * n - base * m) // m)
+        part = np.partition(grouped[start : start + size], r - 1)
+        v = float(part[r - 1])
+        c = ref_at[j] / m
+        left = (base * (v - a) + float(np.sum(v - part[: r - 1]))) / n  # integral of F_cur over [a, v)
+        total += (c * (v - a) - left) + ((integral[j] - left) - c * (b - v))
+    return total
+
+
+def ks_statistic(ref_quantiles: np.ndarray, current: np.ndarray) -> float:
+    """sup |F_ref - F_cur| with F_ref the distribution function of the quantile points (equal weights)."""
+    return compare_numeric(ref_quantiles, current).ks
 
 
 def ks_pvalue(statistic: float, n_reference: int, n_current: int) -> float:
@@ -67,22 +207,20 @@ def ks_pvalue(statistic: float, n_reference: int, n_current: int) -> float:
     return float(np.clip(kstwo.sf(statistic, np.round(en)), 0.0, 1.0))
 
 
-def wasserstein(ref_quantiles: np.ndarray, sorted_current: np.ndarray) -> float:
-    """First Wasserstein distance between the quantile points (equal weights) and the current values:
-    the integral of |F_ref - F_cur| over the merged sorted values. O(n) on already sorted input."""
-    q = np.asarray(ref_quantiles, dtype=np.float64)
-    m, n = q.size, sorted_current.size
-    pos = np.searchsorted(sorted_current, q, side="right")
-    merged = np.insert(sorted_current, pos, q)
-    from_ref = np.insert(np.zeros(n), pos, np.ones(m))
-    cum_ref = np.cumsum(from_ref)[:-1] / m
-    cum_cur = (np.arange(1, n + m) - np.cumsum(from_ref)[:-1]) / n
-    return float(np.sum(np.diff(merged) * np.abs(cum_ref - cum_cur)))
+def wasserstein(ref_quantiles: np.ndarray, current: np.ndarray) -> float:
+    """First Wasserstein distance between the quantile points (equal weights) and the current values."""
+    return compare_numeric(ref_quantiles, current).wasserstein
 
 
-def normalised_wasserstein(ref_quantiles: np.ndarray, sorted_current: np.ndarray, ref_std: float) -> float:
+def normalise(distance: float, ref_std: float) -> float:
+    """A Wasserstein distance in units of the reference's (population) standard deviation (at least
+    MIN_NORM)."""
+    return distance / max(ref_std, MIN_NORM)
+
+
+def normalised_wasserstein(ref_quantiles: np.ndarray, current: np.ndarray, ref_std: float) -> float:
     """Wasserstein distance in units of the reference's (population) standard deviation, at least MIN_NORM."""
-    return wasserstein(ref_quantiles, sorted_current) / max(ref_std, MIN_NORM)
+    return normalise(wasserstein(ref_quantiles, current), ref_std)
 
 
 def population_std(sample_std: float, count: int) -> float:
@@ -147,13 +285,18 @@ def chi_square(
 
 __all__ = [
     "EPSILON",
+    "FINE_BINS",
+    "FINE_FROM",
     "MIN_NORM",
-    "bin_shares",
+    "NumericComparison",
     "category_shares",
     "chi_square",
+    "compare_numeric",
     "jensen_shannon",
     "ks_pvalue",
     "ks_statistic",
+    "locate",
+    "normalise",
     "normalised_wasserstein",
     "population_std",
     "psi",

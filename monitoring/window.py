@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,13 +121,17 @@ class WindowRows:
     version: str | None
     served: np.ndarray  # boolean mask over the window's rows: the primary version's answered rows
     predictions: pa.ChunkedArray
-    request_ids: np.ndarray
+    request_ids: pa.ChunkedArray
     feature_columns: list[str]
     others: dict[str, int] = field(default_factory=dict)  # "version/route" -> rows not compared
 
     @property
     def served_rows(self) -> int:
         return int(self.served.sum())
+
+
+def _bools(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 class WindowReader:
@@ -152,37 +155,42 @@ class WindowReader:
             return None
         return pa.concat_tables(tables, promote_options="permissive")
 
-    def _feature_names(self) -> list[str]:
-        blocks = self._store.iter_window(self._model, self._window.start, self._window.end)
-        try:
-            first = next(iter(blocks), None)
-        finally:
-            close = getattr(blocks, "close", None)
-            if close is not None:
-                close()
-        return [] if first is None else [c for c in first.column_names if c not in _NOT_FEATURES]
-
     def first_pass(self) -> WindowRows:
-        """Read predictions, request ids, versions, routes and the first group of feature columns."""
+        """Read predictions, request ids, versions, routes and the first group of feature columns (as many
+        as the memory budget holds), in one pass over the window's blocks."""
         upper = self._store.count(self._model, self._window.start, self._window.end)
-        names = self._feature_names()
-        first_group = names[: max(1, self._budget // max(8 * upper, 1))]
-        table = self._read([PREDICTION_COLUMN, REQUEST_ID_COLUMN, *first_group])
-        if table is None:
+        per_pass = max(1, self._budget // max(8 * upper, 1))
+        names: list[str] | None = None
+        keep: list[str] = []
+        tables = []
+        for block in self._store.iter_window(self._model, self._window.start, self._window.end):
+            if names is None:  # the feature columns, as the first block names them
+                names = [c for c in block.column_names if c not in _NOT_FEATURES]
+                keep = [PREDICTION_COLUMN, REQUEST_ID_COLUMN, VERSION_COLUMN, ROUTE_COLUMN, *names[:per_pass]]
+            present = set(block.schema.names)
+            tables.append(block.select([c for c in keep if c in present]))
+        if not tables or names is None:
             empty = np.zeros(0, dtype=bool)
-            return WindowRows(0, None, empty, pa.chunked_array([], pa.float64()), np.array([], object), [])
+            no_rows = pa.chunked_array([], pa.float64())
+            return WindowRows(0, None, empty, no_rows, pa.chunked_array([], pa.string()), [])
+        first_group = names[:per_pass]
+        table = pa.concat_tables(tables, promote_options="permissive")
         self._rows = table.num_rows
-        versions = table.column(VERSION_COLUMN).to_numpy(zero_copy_only=False)
-        routes = table.column(ROUTE_COLUMN).to_numpy(zero_copy_only=False)
-        answered = routes != str(Route.SHADOW)
-        counts = Counter(versions[routes == str(Route.CHAMPION)].tolist()) or Counter(versions.tolist())
+        versions, routes = table.column(VERSION_COLUMN), table.column(ROUTE_COLUMN)
+        champion = pc.equal(routes, str(Route.CHAMPION))
+        tally = pc.value_counts(versions.filter(champion) if pc.any(champion).as_py() else versions)
+        counts = dict(zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True))
         version = str(max(sorted(counts), key=lambda v: counts[v]))
-        served = answered & (versions == version)
+        is_version = pc.equal(versions, version)
+        served = _bools(pc.and_(pc.not_equal(routes, str(Route.SHADOW)), is_version))
         if not served.any():
-            served = versions == version
-        others = Counter(
-            f"{v}/{r}" for v, r in zip(versions[~served].tolist(), routes[~served].tolist(), strict=True)
-        )
+            served = _bools(is_version)
+        others: dict[str, int] = {}
+        if not served.all():
+            rest = table.select([VERSION_COLUMN, ROUTE_COLUMN]).filter(pa.array(~served))
+            grouped = rest.group_by([VERSION_COLUMN, ROUTE_COLUMN]).aggregate([([], "count_all")])
+            for row in grouped.to_pylist():
+                others[f"{row[VERSION_COLUMN]}/{row[ROUTE_COLUMN]}"] = int(row["count_all"])
         if others:
             log.info(
                 "model %s window %s: %d rows of other versions or routes not compared: %s",
@@ -191,18 +199,20 @@ class WindowReader:
                 int((~served).sum()),
                 dict(others),
             )
-        mask = pa.array(served)
-        self._first = {c: table.column(c).filter(mask) for c in first_group if c in table.column_names}
+        mask = None if served.all() else pa.array(served)
+
+        def rows_served(column: pa.ChunkedArray) -> pa.ChunkedArray:
+            return column if mask is None else column.filter(mask)
+
+        self._first = {c: rows_served(table.column(c)) for c in first_group if c in table.column_names}
         return WindowRows(
             total_rows=table.num_rows,
             version=version,
             served=served,
-            predictions=table.column(PREDICTION_COLUMN).filter(mask),
-            request_ids=np.asarray(
-                table.column(REQUEST_ID_COLUMN).filter(mask).to_numpy(zero_copy_only=False)
-            ),
+            predictions=rows_served(table.column(PREDICTION_COLUMN)),
+            request_ids=rows_served(table.column(REQUEST_ID_COLUMN)),
             feature_columns=names,
-            others=dict(others),
+            others=others,
         )
 
     def columns(self, rows: WindowRows, names: Sequence[str]) -> Iterator[tuple[str, pa.ChunkedArray | None]]:
@@ -211,7 +221,7 @@ class WindowReader:
         pending = [n for n in names if n not in self._first]
         for name in [n for n in names if n in self._first]:
             yield name, self._first.pop(name)
-        mask = pa.array(rows.served)
+        mask = None if rows.served.all() else pa.array(rows.served)
         for i in range(0, len(pending), per_pass):
             group = pending[i : i + per_pass]
             table = self._read(group)
@@ -223,7 +233,8 @@ class WindowReader:
                 if table is None or name not in table.column_names or table.num_rows != self._rows:
                     yield name, None
                 else:
-                    yield name, pc.filter(table.column(name), mask)
+                    column = table.column(name)
+                    yield name, column if mask is None else pc.filter(column, mask)
 
 
 __all__ = ["Window", "WindowReader", "WindowRows", "parse_duration", "parse_time"]

@@ -172,18 +172,29 @@ class SqlPredictionLog(PredictionLogStore):
     def iter_window(
         self, model_name: str, start: float, end: float, *, columns: Sequence[str] | None = None
     ) -> Iterator[pa.Table]:
-        query = (
-            sa.select(blocks_table.c.model_version, blocks_table.c.route, blocks_table.c.payload)
+        # the block ids first (ordering them costs little), then the payloads a few ids at a time: ordering
+        # the payload rows themselves made SQLite copy every blob of the window into a temporary B-tree
+        ids_query = (
+            sa.select(blocks_table.c.id)
             .where(blocks_table.c.model_name == model_name)
             .where(blocks_table.c.t_end >= start)
             .where(blocks_table.c.t_start < end)
             .order_by(blocks_table.c.id)
         )
+        cols = (blocks_table.c.model_version, blocks_table.c.route, blocks_table.c.payload)
         try:
             self._ensure_tables()
             with self._engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=16).execute(query)
-                for version, route, payload in result:
+                ids = [row[0] for row in conn.execute(ids_query)]
+                chunks = (ids[i : i + 16] for i in range(0, len(ids), 16))
+                rows = (
+                    row
+                    for chunk in chunks
+                    for row in conn.execute(
+                        sa.select(*cols).where(blocks_table.c.id.in_(chunk)).order_by(blocks_table.c.id)
+                    )
+                )
+                for version, route, payload in rows:
                     table = _decode(payload)
                     times = table.column(TIME_COLUMN)
                     mask = pa.compute.and_(

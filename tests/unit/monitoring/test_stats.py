@@ -30,7 +30,7 @@ def test_ks_matches_scipy_on_the_quantile_points() -> None:
     ref, cur = _data()
     q = np.asarray(profile_numeric(pd.Series(ref)).quantiles)
     expected = sps.ks_2samp(q, cur, method="asymp")
-    d = stats.ks_statistic(q, np.sort(cur))
+    d = stats.ks_statistic(q, cur)
     assert abs(d - expected.statistic) < TOL
     assert abs(stats.ks_pvalue(d, q.size, cur.size) - expected.pvalue) < TOL
 
@@ -40,7 +40,7 @@ def test_ks_with_ties_in_the_reference() -> None:
     ref = np.round(rng.normal(size=1001), 1)  # many repeated quantiles
     cur = np.round(rng.normal(0.1, 1.0, 700), 1)
     expected = sps.ks_2samp(ref, cur, method="asymp")
-    d = stats.ks_statistic(np.sort(ref), np.sort(cur))
+    d = stats.ks_statistic(np.sort(ref), cur)
     assert abs(d - expected.statistic) < TOL
     assert abs(stats.ks_pvalue(d, ref.size, cur.size) - expected.pvalue) < TOL
 
@@ -56,23 +56,63 @@ def test_ks_pvalue_uses_the_real_reference_size() -> None:
 def test_wasserstein_matches_scipy() -> None:
     ref, cur = _data()
     q = np.asarray(profile_numeric(pd.Series(ref)).quantiles)
-    assert abs(stats.wasserstein(q, np.sort(cur)) - sps.wasserstein_distance(q, cur)) < TOL
+    assert abs(stats.wasserstein(q, cur) - sps.wasserstein_distance(q, cur)) < TOL
     std = stats.population_std(float(np.std(ref, ddof=1)), ref.size)
     assert abs(std - float(np.std(ref))) < TOL
     assert (
-        abs(
-            stats.normalised_wasserstein(q, np.sort(cur), std)
-            - sps.wasserstein_distance(q, cur) / np.std(ref)
-        )
-        < TOL
+        abs(stats.normalised_wasserstein(q, cur, std) - sps.wasserstein_distance(q, cur) / np.std(ref)) < TOL
     )
+
+
+def _windows() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Large windows (the fine-bin path) of every awkward shape: shifted, scaled, ties on the reference
+    points, values outside the reference range, a reference with repeated quantiles, a constant reference."""
+    rng = np.random.default_rng(17)
+    ref = rng.normal(size=20_000)
+    q = np.quantile(ref, np.linspace(0, 1, 1001))
+    on_points = rng.choice(q, 30_000)  # every value equal to a reference point
+    lumpy = np.quantile(np.round(rng.exponential(size=20_000), 1), np.linspace(0, 1, 1001))
+    return [
+        ("same", q, rng.normal(size=200_000)),
+        ("shifted", q, rng.normal(0.5, 1.0, 200_000)),
+        ("scaled", q, rng.normal(0.0, 3.0, 200_000)),
+        ("far", q, rng.normal(40.0, 1.0, 50_000)),
+        ("ties", q, np.concatenate([on_points, np.round(rng.normal(size=30_000), 2)])),
+        ("lumpy", lumpy, np.round(rng.exponential(1.1, 100_000), 1)),
+        ("constant", np.full(1001, 2.5), rng.normal(2.5, 1.0, 10_000)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_large_windows_match_scipy_and_the_exact_path(case: int) -> None:
+    name, q, cur = _windows()[case]
+    edges = np.quantile(q, [0.1, 0.5, 0.9])
+    fast = stats.compare_numeric(q, cur, edges=(edges,))
+    exact = stats.compare_numeric(q, cur, edges=(edges,), fine_from=10**9)  # plain searchsorted
+    assert abs(fast.ks - sps.ks_2samp(q, cur).statistic) < TOL, name
+    assert abs(fast.wasserstein - sps.wasserstein_distance(q, cur)) < TOL * max(1.0, fast.wasserstein), name
+    assert np.array_equal(fast.at_or_below_grid, exact.at_or_below_grid), name
+    assert fast.at_or_below(edges).tolist() == [int(np.sum(cur <= e)) for e in edges], name
+    assert abs(fast.wasserstein - exact.wasserstein) < TOL and fast.ks == exact.ks, name
+
+
+def test_locate_is_searchsorted() -> None:
+    rng = np.random.default_rng(8)
+    grid = np.unique(np.round(rng.normal(size=500), 2))
+    values = np.concatenate(
+        [rng.normal(size=50_000), rng.choice(grid, 5000), [grid[0], grid[-1], -1e300, 1e300]]
+    )
+    right, equal = stats.locate(values, grid)
+    assert np.array_equal(right, np.searchsorted(grid, values, side="right"))
+    assert equal.tolist() == [int(np.sum(values == g)) for g in grid]
 
 
 def test_psi_direct_formula_and_bins_match_the_profile() -> None:
     ref, cur = _data()
     profile = profile_numeric(pd.Series(ref))
     edges = np.asarray(profile.bin_edges)
-    shares = stats.bin_shares(np.sort(cur), edges)
+    shares = stats.compare_numeric(np.asarray(profile.quantiles), cur, edges=(edges,)).bin_shares(edges)
+    # the profile's own binning (bin_fractions) applied to the current values
     counts = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=edges.size + 1)
     assert np.allclose(shares, counts / cur.size, atol=TOL, rtol=0)
     r = np.clip(np.asarray(profile.bin_fractions), 1e-4, None)
@@ -84,8 +124,10 @@ def test_psi_direct_formula_and_bins_match_the_profile() -> None:
 def test_psi_of_half_sd_shift_is_about_the_issue_figure() -> None:
     rng = np.random.default_rng(11)
     profile = profile_numeric(pd.Series(rng.normal(size=100_000)))
-    cur = np.sort(rng.normal(0.5, 1.0, 100_000))
-    value = stats.psi(np.asarray(profile.bin_fractions), stats.bin_shares(cur, np.asarray(profile.bin_edges)))
+    cur = rng.normal(0.5, 1.0, 100_000)
+    edges = np.asarray(profile.bin_edges)
+    shares = stats.compare_numeric(np.asarray(profile.quantiles), cur, edges=(edges,)).bin_shares(edges)
+    value = stats.psi(np.asarray(profile.bin_fractions), shares)
     assert 0.2 < value < 0.28
     # PSI alone (major from 0.25) would miss it; the rule (normalised Wasserstein >= 0.1) does not
     result = numeric_drift("x", profile, cur, DriftRules())
@@ -116,9 +158,9 @@ def test_profile_based_statistics_stay_close_to_the_raw_reference() -> None:
     ]:
         q = np.asarray(profile_numeric(pd.Series(ref)).quantiles)
         raw_ks = sps.ks_2samp(ref, cur).statistic
-        assert abs(stats.ks_statistic(q, np.sort(cur)) - raw_ks) <= 1 / 1001 + 1e-12
+        assert abs(stats.ks_statistic(q, cur) - raw_ks) <= 1 / 1001 + 1e-12
         raw_wd = sps.wasserstein_distance(ref, cur) / np.std(ref)
-        assert abs(stats.normalised_wasserstein(q, np.sort(cur), float(np.std(ref))) - raw_wd) < 0.01
+        assert abs(stats.normalised_wasserstein(q, cur, float(np.std(ref))) - raw_wd) < 0.01
 
 
 def test_categorical_statistics_match_scipy() -> None:
