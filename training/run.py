@@ -23,7 +23,7 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from modelloop.errors import InvalidInputError, ModelloopError, UnavailableError
+from modelloop.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
 from modelloop.registry import (
     TAG_GATE,
     TAG_GATE_MARGIN,
@@ -73,6 +73,11 @@ def run_training(
     config_source: str | None = None,
 ) -> TrainingResult:
     """Tune, record, gate and register one model as `config` says (see the module docstring)."""
+    if tune_only and config.study.storage is None:
+        raise ConfigError(
+            "study.storage: a tune-only worker needs a shared storage (sqlite:/// or postgresql://); "
+            "the trials of an in-memory study would be lost when it exits"
+        )
     client = records.connect(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     loaded = load_dataset(config.dataset)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from mlflow import MlflowClient
 
 from deploy.mlflow_server import free_port
 from modelloop.cli import cli
@@ -70,6 +71,7 @@ def test_tracking_uri_falls_back_to_the_settings(
         (["--set", "estimator.family=xgboost"], 2, "estimator.family: unknown estimator 'xgboost'"),
         (["--set", "target=missing"], 2, "the dataset has no target column 'missing'"),
         (["--set", "study.n_trials"], 2, "expected key.path=value"),
+        (["--tune-only"], 2, "study.storage: a tune-only worker needs a shared storage"),
     ],
 )
 def test_bad_input_exit_codes(
@@ -82,6 +84,7 @@ def test_bad_input_exit_codes(
     assert result.exit_code == code
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert message in result.stderr
+    assert MlflowClient(tracking_uri).get_experiment_by_name(model_name) is None  # nothing was created
 
 
 def test_unreachable_mlflow_exits_4(model_name: str, tmp_path: Path) -> None:
