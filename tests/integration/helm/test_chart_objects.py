@@ -164,7 +164,7 @@ def test_controller_role_is_exact() -> None:
     assert grants == expected
     monitor = _rules(one(objects, "Role", f"{RELEASE}-modelloop-monitor"))
     assert monitor == [
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
     ]
 
