@@ -11,7 +11,9 @@ reference as stored in the profile and the window's values as numpy arrays, and 
 The reference of a numeric column is its 1,001 stored quantiles, each weighted 1/1001: KS and Wasserstein
 are exactly `scipy.stats.ks_2samp(quantiles, current)` and `scipy.stats.wasserstein_distance(quantiles,
 current)` (the quantile grid is within 1/1001 of the reference's own distribution function); the KS p-value
-uses the reference's real row count, as `ks_2samp(method="asymp")` would on the raw rows.
+uses the reference's real row count, as `ks_2samp(method="asymp")` would on the raw rows. Both are computed
+in O(n) without sorting the window (`compare_numeric`): sorting a million values cost more than everything
+else of a feature together.
 """
 
 from __future__ import annotations
