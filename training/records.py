@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
-from modelloop.errors import UnavailableError
+from modelloop.errors import InvalidInputError, UnavailableError
 from modelloop.profile import build_profile
 from modelloop.registry import (
     BASELINE_METRIC_PREFIX,
@@ -79,9 +79,15 @@ def connect(tracking_uri: str) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it on first use (safe when workers race)."""
+    """The experiment's id, creating it on first use (safe when workers race). A deleted experiment of that
+    name is an InvalidInputError (MLflow keeps the name until the experiment is purged)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise InvalidInputError(
+                f"the MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
+                f"--experiment-id {found.experiment_id}) or name another one in the config (experiment)"
+            )
         return str(found.experiment_id)
     try:
         return str(client.create_experiment(name))

@@ -93,15 +93,18 @@ def run_training(
     baseline = fit_baseline(config.baseline, task=config.task, x=data.fit_x, y=data.fit_y, seed=config.seed)
     storage = open_storage(config.study.storage)
     study, created = open_study(config, storage)
-    experiment = records.experiment_id(client, config.experiment_name)
-    run_id, new_run = records.parent_run(
-        client,
-        study,
-        created=created,
-        shared=storage is not None,
-        experiment=experiment,
-        run_name=f"{config.model_name}-training",
-    )
+    try:
+        experiment = records.experiment_id(client, config.experiment_name)
+        run_id, new_run = records.parent_run(
+            client,
+            study,
+            created=created,
+            shared=storage is not None,
+            experiment=experiment,
+            run_name=f"{config.model_name}-training",
+        )
+    except MlflowException as exc:
+        raise _as_modelloop_error(exc) from None
     try:
         if new_run:
             records.log_start(

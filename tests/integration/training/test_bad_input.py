@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 from deploy.mlflow_server import free_port
 from modelloop.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
@@ -118,3 +119,16 @@ def test_a_refused_alias_leaves_no_version_behind(tracking_uri: str, model_name:
         filter_string="tags.`modelloop.kind` = 'training'",
     )
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_deleted_experiment_is_named(tracking_uri: str, model_name: str) -> None:
+    client = MlflowClient(tracking_uri)
+    client.delete_experiment(client.create_experiment(model_name))
+    with pytest.raises(
+        InvalidInputError, match=f"the MLflow experiment '{model_name}' is deleted; restore it"
+    ):
+        run_training(tiny_config(model_name), tracking_uri=tracking_uri, progress=False)
+    assert_nothing_registered(client, model_name)
+    deleted = client.get_experiment_by_name(model_name)
+    assert deleted is not None and deleted.lifecycle_stage == "deleted"
+    assert client.search_runs([deleted.experiment_id], run_view_type=ViewType.ALL) == []
