@@ -126,7 +126,10 @@ async def run(
         partial(load_model, settings.tracking_uri, max_rows=settings.max_rows),
         metrics=metrics,
         batching=BatchingConfig(
-            settings.max_batch_size, settings.max_batch_wait_ms / 1000.0, settings.max_queue
+            settings.max_batch_size,
+            settings.max_batch_wait_ms / 1000.0,
+            settings.max_queue,
+            max_idle=settings.max_batch_idle_ms / 1000.0,
         ),
         hooks=prediction_recorder(writer) if writer else None,
     )

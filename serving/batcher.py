@@ -2,10 +2,12 @@
 
 Used by `serving.hosting` (one `Batcher` per hosted version) and fed by `serving.core`. One asyncio task
 takes the requests that are waiting (up to `max_batch_size` rows), waits at most `max_wait` seconds for more
-when the batch is not full, and runs `predict` in a dedicated worker thread; while it runs, the event loop
-keeps accepting calls, so batches grow with the load. Results are split back to each request exactly by row
-offsets. A caller that goes away (cancelled future) is skipped, never breaks the loop. `close()` stops
-taking new work and finishes everything already queued (the drain of a hot swap).
+when the batch is not full (closing it earlier when no request arrives for `max_idle` seconds: a lone caller
+is not kept waiting, a busy stream of calls fills the batch), and runs `predict` in a dedicated worker
+thread; while it runs, the event loop keeps accepting calls, so batches grow with the load. Results are
+split back to each request exactly by row offsets. A caller that goes away (cancelled future) is skipped,
+never breaks the loop. `close()` stops taking new work and finishes everything already queued (the drain of
+a hot swap).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Batcher:
         name: str,
         max_batch_size: int = 64,
         max_wait: float = 0.001,
+        max_idle: float | None = None,
         max_queue: int = 10_000,
         after_batch: AfterBatch | None = None,
         on_batch_size: Callable[[int], None] | None = None,
@@ -64,6 +67,7 @@ class Batcher:
         self.name = name
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait)
+        self.max_idle = self.max_wait if max_idle is None else max(0.0, min(max_idle, self.max_wait))
         self.max_queue = max_queue
         self._after_batch = after_batch
         self._on_batch_size = on_batch_size
@@ -125,17 +129,20 @@ class Batcher:
             rows = first.features.n_rows
         rows, stopping = self._take_waiting(items, rows, stopping)
         if rows < self.max_batch_size and self.max_wait > 0 and not stopping and self._carry is None:
-            deadline = asyncio.get_running_loop().time() + self.max_wait
-            try:
-                async with asyncio.timeout_at(deadline):
-                    while rows < self.max_batch_size and self._carry is None and not stopping:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.max_wait
+            while rows < self.max_batch_size and self._carry is None and not stopping:
+                # wait for the next request until the deadline, or less: a pause in arrivals closes the batch
+                until = min(deadline, loop.time() + self.max_idle)
+                try:
+                    async with asyncio.timeout_at(until):
                         item = await self._queue.get()
-                        if item is None:
-                            stopping = True
-                        else:
-                            rows = self._add(items, rows, item)
-            except TimeoutError:
-                pass
+                except TimeoutError:
+                    break
+                if item is None:
+                    stopping = True
+                else:
+                    rows = self._add(items, rows, item)
         return items, stopping
 
     def _take_waiting(self, items: list[Item], rows: int, stopping: bool) -> tuple[int, bool]:

@@ -68,6 +68,7 @@ class BatchingConfig:
     max_batch_size: int = 64
     max_wait: float = 0.001
     max_queue: int = 10_000
+    max_idle: float | None = None  # None: only max_wait closes a batch early
 
 
 Loader = Callable[[str, str], LoadedModel]
@@ -222,6 +223,7 @@ class ModelHost:
             name=f"{loaded.name}/{loaded.version}",
             max_batch_size=self._batching.max_batch_size,
             max_wait=self._batching.max_wait,
+            max_idle=self._batching.max_idle,
             max_queue=self._batching.max_queue,
             after_batch=self._hooks(loaded) if self._hooks else None,
             on_batch_size=batch_hist.observe,

@@ -34,7 +34,14 @@ class ServeSettings(CommonSettings):
         default=None, description="File holding the bearer token callers must send."
     )
     max_batch_size: int = Field(default=64, ge=1, description="Most rows scored in one predict call.")
-    max_batch_wait_ms: float = Field(default=1.0, ge=0.0, description="Longest wait for a batch to fill.")
+    max_batch_wait_ms: float = Field(
+        default=20.0, ge=0.0, description="Longest wait for a batch to fill (measured: 20 ms lets batches "
+        "reach ~50 rows at 64 concurrent calls; 1 ms kept them near 4 and cost a third of the throughput).",
+    )  # fmt: skip
+    max_batch_idle_ms: float = Field(
+        default=1.0, ge=0.0, description="A batch closes early when no request arrives for this long, so a "
+        "lone caller does not wait for max_batch_wait_ms (set it to max_batch_wait_ms to turn this off).",
+    )  # fmt: skip
     max_queue: int = Field(default=10_000, ge=1, description="Requests waiting per model before UNAVAILABLE.")
     max_rows: int = Field(default=100_000, ge=1, description="Most rows in one request.")
     max_message_bytes: int = Field(default=16 * 1024 * 1024, description="Largest gRPC message, in bytes.")

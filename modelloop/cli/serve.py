@@ -35,7 +35,12 @@ _PATH = click.Path(path_type=Path)
 @click.option("--prediction-log-url", help="SQLAlchemy URL of the prediction log, or 'none' to turn it off.")
 @click.option("--token-file", type=_PATH, help="File with the bearer token callers must send.")
 @click.option("--max-batch-size", type=int, help="Most rows in one predict call (default 64).")
-@click.option("--max-batch-wait-ms", type=float, help="Longest wait for a batch to fill (default 1 ms).")
+@click.option("--max-batch-wait-ms", type=float, help="Longest wait for a batch to fill (default 20 ms).")
+@click.option(
+    "--max-batch-idle-ms",
+    type=float,
+    help="Close a batch early after this long without a request (default 1 ms).",
+)
 @click.option("--reflection/--no-reflection", default=None, help="gRPC server reflection (default off).")
 @click.option(
     "--unseen-categories", type=click.Choice(["reject", "pass"]), help="Unseen categories: reject or pass."

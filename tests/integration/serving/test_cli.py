@@ -33,7 +33,8 @@ def test_sigterm_drains_in_flight_calls_then_exits_zero(models: Models, tmp_path
             "--port", "0", "--port-file", str(port_file), "--metrics-port", "0",
             "--tracking-uri", models.tracking_uri, "--prediction-log-url", log_url,
             # requests wait 500 ms for their batch to fill: SIGTERM lands while they are in flight
-            "--max-batch-size", "1000", "--max-batch-wait-ms", "500", "--grace-period", "20",
+            "--max-batch-size", "1000", "--max-batch-wait-ms", "500", "--max-batch-idle-ms", "500",
+            "--grace-period", "20",
         ],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

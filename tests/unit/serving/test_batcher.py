@@ -82,3 +82,33 @@ def test_a_failing_predict_fails_its_batch_only() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_pause_in_arrivals_closes_the_batch_before_max_wait() -> None:
+    """max_wait is a minute here: a lone request is still answered once arrivals pause for max_idle, while
+    requests arriving back to back keep filling the same batch."""
+    sizes: list[int] = []
+
+    def predict(features: Features):  # type: ignore[no-untyped-def]
+        sizes.append(features.n_rows)
+        return features.matrix[:, 0], None
+
+    async def main() -> None:
+        batcher = Batcher(predict, name="m/1", max_batch_size=64, max_wait=60.0, max_idle=0.05)
+        lone = await asyncio.wait_for(batcher.submit(_features([1.0]), "lone"), 30)
+        assert lone[0].tolist() == [1.0]
+
+        async def stream() -> list[asyncio.Future]:  # type: ignore[type-arg]
+            futures = []
+            for i in range(5):  # one every 5 ms: well inside max_idle
+                futures.append(batcher.submit(_features([float(i)]), f"s{i}"))
+                await asyncio.sleep(0.005)
+            return futures
+
+        results = await asyncio.wait_for(asyncio.gather(*await stream()), 30)
+        assert [r[0].tolist() for r in results] == [[0.0], [1.0], [2.0], [3.0], [4.0]]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sizes[0] == 1 and sum(sizes) == 6
+    assert len(sizes) <= 3  # the stream shared batches rather than one predict call each
