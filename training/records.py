@@ -193,9 +193,11 @@ class Outcome:
 
 def _dataset_inputs(loaded: LoadedDataset, data: Split, target: str) -> None:
     with warnings.catch_warnings():
-        # MLflow's digest code trips pandas' own deprecation warnings; nothing to fix on our side
+        # MLflow's digest code trips pandas' own deprecation warnings; nothing to fix on our side; its schema
+        # inference repeats the hint about integer columns (see log_outcome)
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
         full = mlflow.data.pandas_dataset.from_pandas(
             loaded.frame, source=loaded.source, name=loaded.name, targets=target
         )
@@ -203,8 +205,9 @@ def _dataset_inputs(loaded: LoadedDataset, data: Split, target: str) -> None:
         test = mlflow.data.pandas_dataset.from_pandas(
             test_frame, source=loaded.source, name=f"{loaded.name}-test", targets=target
         )
-    mlflow.log_input(full, context="training")
-    mlflow.log_input(test, context="test")
+        # the schema (and its hint) is computed lazily, when the input is logged
+        mlflow.log_input(full, context="training")
+        mlflow.log_input(test, context="test")
 
 
 def log_outcome(
@@ -242,10 +245,11 @@ def log_outcome(
     predictions = pd.Series(outcome.model.predict(data.x_test))
     profile = build_profile(data.x_test, predictions, task=config.task)
     mlflow.log_text(profile.model_dump_json(), REFERENCE_PROFILE_PATH)
-    signature = infer_signature(data.x_test, predictions.to_numpy())
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # MLflow's hints about integer columns
+        # MLflow's hint about integer columns (the pipelines impute missing values, so they may go missing)
+        warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
+        signature = infer_signature(data.x_test, predictions.to_numpy())
         return mlflow.sklearn.log_model(
             outcome.model,
             name=MODEL_ARTIFACT_PATH,
