@@ -26,7 +26,7 @@ from modelloop.registry import (
     TAG_GATE,
     TEST_METRIC_PREFIX,
 )
-from training.config import load_config, validate_config
+from training.config import DatasetConfig, load_config, validate_config
 from training.datasets import load_dataset
 from training.metrics import better
 
@@ -34,18 +34,29 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 @pytest.mark.parametrize(
-    ("example", "task", "alias"),
+    ("example", "task", "classes", "alias"),
     [
-        ("breast_cancer.yaml", "classification", None),  # binary, manual promotion
-        ("wine.yaml", "classification", None),  # three classes, manual promotion
-        ("diabetes.yaml", "regression", PRODUCTION_ALIAS),  # auto promotion, first version
+        ("breast_cancer.yaml", "classification", 2, None),  # binary, manual promotion
+        ("wine.yaml", "classification", 3, None),  # three classes, manual promotion
+        ("diabetes.yaml", "regression", None, PRODUCTION_ALIAS),  # auto promotion, first version
+        ("demo.yaml", "classification", 2, PRODUCTION_ALIAS),  # a CSV file given on the command line
     ],
 )
 def test_example_trains_end_to_end(
-    tracking_uri: str, model_name: str, example: str, task: str, alias: str | None
+    tracking_uri: str,
+    model_name: str,
+    tmp_path: Path,
+    example: str,
+    task: str,
+    classes: int | None,
+    alias: str | None,
 ) -> None:
     path = EXAMPLES / example
     overrides = ["study.n_trials=2", f"model_name={model_name}"]
+    if example == "demo.yaml":
+        rows = load_dataset(DatasetConfig(name="sklearn:breast_cancer")).frame
+        rows.to_csv(tmp_path / "demo.csv", index=False)
+        overrides.append(f"dataset.path={tmp_path / 'demo.csv'}")
     argv = ["train", "--config", str(path), "--tracking-uri", tracking_uri]
     result = CliRunner().invoke(cli, [*argv, *[a for o in overrides for a in ("--set", o)]])
     assert result.exit_code == 0, result.output
@@ -82,6 +93,6 @@ def test_example_trains_end_to_end(
     predictions = model.predict(frame.drop(columns=[config.target]))
     assert predictions.shape == (len(frame),)
     if task == "classification":
-        classes = set(frame[config.target])
-        assert set(model.classes_) == classes and set(np.unique(predictions)) <= classes
-        assert len(classes) == (2 if example == "breast_cancer.yaml" else 3)
+        labels = set(frame[config.target])
+        assert set(model.classes_) == labels and set(np.unique(predictions)) <= labels
+        assert len(labels) == classes
