@@ -229,12 +229,17 @@ class WindowReader:
                 table = table.slice(
                     0, self._rows
                 )  # blocks flushed since the first pass come last: ignore them
+            columns: dict[str, pa.ChunkedArray | None] = {
+                name: None
+                if table is None or name not in table.column_names or table.num_rows != self._rows
+                else table.column(name)
+                for name in group
+            }
+            del table  # the group's columns only: released one by one as they are handed out
             for name in group:
-                if table is None or name not in table.column_names or table.num_rows != self._rows:
-                    yield name, None
-                else:
-                    column = table.column(name)
-                    yield name, column if mask is None else pc.filter(column, mask)
+                column = columns.pop(name)
+                yield name, column if column is None or mask is None else pc.filter(column, mask)
+            del column
 
 
 __all__ = ["Window", "WindowReader", "WindowRows", "parse_duration", "parse_time"]

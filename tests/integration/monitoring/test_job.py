@@ -188,6 +188,10 @@ def test_reading_in_several_passes_gives_the_same_statistics(
     tracker = MonitoringTracker(mlflow_server)
     window = _window(17)
     write(sqlite_store, window_batches(monitored, window.start, 2000, seed=9, shift=0.3, blocks=5))
+    # shadow rows between the served ones: every pass must leave them out the same way
+    shadow = window_batches(monitored, window.start, 300, seed=14, shift=2.0, route=Route.SHADOW, prefix="s")
+    write(sqlite_store, shadow)
+    write(sqlite_store, window_batches(monitored, window.start, 10, seed=15, blocks=1, prefix="x"))
     profile = tracker.reference(monitored.model.name, monitored.model.version).profile
     results = []
     for budget in (512 << 20, 8 * 2000 * 4):  # everything at once; four columns a pass
@@ -196,12 +200,13 @@ def test_reading_in_several_passes_gives_the_same_statistics(
         results.append(
             {
                 name: feature_drift(
-                    name, profile.features[name], col, ModelMonitorConfig().drift, total=2000
+                    name, profile.features[name], col, ModelMonitorConfig().drift, total=2010
                 ).stats
                 for name, col in reader.columns(rows, list(profile.features))
             }
         )
     assert len(results[1]) == 30 and results[0] == results[1]
+    assert rows.served_rows == 2010 and rows.others == {f"{monitored.model.version}/shadow": 300}
 
 
 def test_monitor_command_writes_the_window(
