@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelloop.errors import ConfigError
 from training.estimators import FAMILIES, check_search_space, family_task
@@ -223,6 +223,16 @@ class TrainingConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     seed: int = Field(default=0, description="Seeds the split, the sampler and the estimators.")
+
+    @field_validator("model_name")
+    @classmethod
+    def _registrable(cls, name: str) -> str:
+        # what MLflow's registry refuses, found before any tuning rather than at registration
+        if not name.strip() or name != name.strip():
+            raise ValueError("must not be blank or start or end with spaces")
+        if "/" in name or ":" in name or name in {".", ".."}:
+            raise ValueError("a registered model name cannot contain '/' or ':'")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:

@@ -94,6 +94,8 @@ def test_minimal_config_gets_defaults() -> None:
         ("promotion.policy", "sometimes", "promotion.policy: Input should be 'manual' or 'auto'"),
         ("baseline.name", "oracle", "baseline.name:"),
         ("model_name", ..., "model_name: Field required"),
+        ("model_name", "team/churn", "model_name: a registered model name cannot contain '/' or ':'"),
+        ("model_name", " churn", "model_name: must not be blank or start or end with spaces"),
         ("extra_field", 1, "extra_field: unknown field"),
         ("dataset.colour", "red", "dataset.colour: unknown field"),
     ],
