@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 PRODUCTION_METRIC_PREFIX = "production.test."
 HISTORY_PLOT_PATH = "plots/optimization_history.png"
 IMPORTANCE_PLOT_PATH = "plots/param_importances.png"
+#: The model's, the baseline's and production's test metrics side by side (an MLflow table artifact).
+COMPARISON_TABLE_PATH = "comparison/test_metrics.json"
 
 
 def connect(tracking_uri: str) -> MlflowClient:
@@ -210,6 +212,24 @@ def _dataset_inputs(loaded: LoadedDataset, data: Split, target: str) -> None:
         mlflow.log_input(test, context="test")
 
 
+def comparison_table(outcome: Outcome, *, metric: str) -> pd.DataFrame:
+    """One row per test metric: the model, the baseline and (when scored) production side by side; the
+    optimised metric first. Shown as a table in the MLflow UI's artifact view."""
+    production = outcome.production.metrics if outcome.production is not None else None
+    rows = []
+    for name in sorted(outcome.model_metrics, key=lambda n: (n != metric, n)):
+        row: dict[str, Any] = {
+            "metric": name,
+            "optimised": name == metric,
+            "model": outcome.model_metrics[name],
+            "baseline": outcome.baseline_metrics.get(name),
+        }
+        if production is not None:
+            row["production"] = production.get(name)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def log_outcome(
     client: MlflowClient,
     run_id: str,
@@ -233,6 +253,7 @@ def log_outcome(
     metrics.update({f"trials.{k.lower()}": float(v) for k, v in outcome.trial_counts.items()})
     metrics["trials.unlogged"] = float(outcome.unlogged_trials)
     client.log_batch(run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()])
+    mlflow.log_table(comparison_table(outcome, metric=config.metric.name), COMPARISON_TABLE_PATH)
     _dataset_inputs(loaded, data, config.target)
     for figure, path in (
         (plots.optimization_history(study, metric=config.metric.name), HISTORY_PLOT_PATH),
@@ -276,10 +297,12 @@ def _now_ms() -> int:
 
 
 __all__ = [
+    "COMPARISON_TABLE_PATH",
     "HISTORY_PLOT_PATH",
     "IMPORTANCE_PLOT_PATH",
     "PRODUCTION_METRIC_PREFIX",
     "Outcome",
+    "comparison_table",
     "connect",
     "experiment_id",
     "git_commit",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from modelloop.profile import ReferenceProfile
@@ -30,7 +31,12 @@ from modelloop.registry import (
 from tests.integration.training.conftest import tiny_config
 from training import run_training
 from training.config import validate_config
-from training.records import HISTORY_PLOT_PATH, IMPORTANCE_PLOT_PATH, PRODUCTION_METRIC_PREFIX
+from training.records import (
+    COMPARISON_TABLE_PATH,
+    HISTORY_PLOT_PATH,
+    IMPORTANCE_PLOT_PATH,
+    PRODUCTION_METRIC_PREFIX,
+)
 from training.trial_runs import TAG_TRIAL_STATE
 
 
@@ -56,6 +62,15 @@ def test_training_records_everything_and_registers_a_version(tracking_uri: str, 
     assert metrics["trials.complete"] + metrics["trials.pruned"] == 4
     assert metrics["trials.unlogged"] == 0
     assert not any(k.startswith(PRODUCTION_METRIC_PREFIX) for k in metrics)
+    # the same numbers side by side in one table the UI shows, the optimised metric first
+    table = mlflow.load_table(COMPARISON_TABLE_PATH, run_ids=[result.run_id])
+    assert list(table.columns[:4]) == ["metric", "optimised", "model", "baseline"]
+    assert "production" not in table.columns
+    assert table.iloc[0][["metric", "optimised"]].tolist() == ["roc_auc", True]
+    by_metric = table.set_index("metric")
+    # (MLflow's table JSON keeps 10 significant digits)
+    assert by_metric["model"].to_dict() == pytest.approx(result.metrics, rel=1e-9)
+    assert by_metric["baseline"].to_dict() == pytest.approx(result.baseline_metrics, rel=1e-9)
 
     # lineage: the whole dataset and the test rows, with digests
     contexts = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
@@ -127,6 +142,9 @@ def test_auto_promotion_production_then_challenger_and_gate_failure(
     run = client.get_run(second.run_id)
     # the production version was scored on the same test rows as the new model
     assert run.data.metrics[f"{PRODUCTION_METRIC_PREFIX}roc_auc"] == first.metrics["roc_auc"]
+    table = mlflow.load_table(COMPARISON_TABLE_PATH, run_ids=[second.run_id]).set_index("metric")
+    assert table.loc["roc_auc", "production"] == pytest.approx(first.metrics["roc_auc"], rel=1e-9)
+    assert table.loc["roc_auc", "model"] == pytest.approx(second.metrics["roc_auc"], rel=1e-9)
     assert (
         f"vs production version {first.version}"
         in client.get_model_version(model_name, second.version).tags[TAG_GATE_REASONS]
