@@ -1,7 +1,10 @@
-"""The `local` deployment target: one supervised `modelloop serve` subprocess per binding on this machine.
+"""The `local` deployment target: supervised `modelloop serve` subprocesses on this machine, one per binding
+or (with `shared=True`) one for every binding, each binding's model hosted beside the others.
 
-Used by `modelloop controller` and the local platform (`modelloop up`). A binding's server keeps one gRPC port
-for its whole life (`address(name)`), across promotions and restarts. A promotion is applied by hot swap
+Used by `modelloop controller` and the local platform (`modelloop up`). A server keeps one gRPC port for its
+whole life (`address(name)`), across promotions and restarts. In a shared server a binding is added by
+loading its model into the running process and removed by unloading it; two bindings of one model cannot
+share a server (the second is refused). A promotion is applied by hot swap
 through `serving.client.ScoringClient.load_model` (the new version loads and warms beside the old one, then
 takes over; no call fails); if it cannot load, the old version keeps serving and `RolloutFailedError` is
 raised. A server that exits on its own is restarted on the same port with the versions it last served, with
@@ -13,6 +16,7 @@ its client.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +32,7 @@ from typing import Any
 
 from modelloop.errors import ModelloopError, UnavailableError
 
-from .errors import RolloutFailedError, TemporaryError
+from .errors import PermanentError, RolloutFailedError, TemporaryError
 from .mlflow_server import free_port
 from .target import DeploymentSpec, DeploymentState, DeploymentTarget
 
@@ -54,7 +58,10 @@ def read_port_file(path: Path) -> int | None:
 
 @dataclass
 class _Server:
-    spec: DeploymentSpec
+    """One scoring-server process and the bindings it serves (one, unless shared)."""
+
+    key: str
+    specs: dict[str, DeploymentSpec]  # binding name -> what it serves
     port: int
     port_file: Path
     log_file: Path
@@ -63,6 +70,13 @@ class _Server:
     restarts: int = 0
     next_restart: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+SHARED_KEY = "shared"
 
 
 class LocalTarget(DeploymentTarget):
@@ -73,6 +87,7 @@ class LocalTarget(DeploymentTarget):
         *,
         tracking_uri: str,
         work_dir: Path,
+        shared: bool = False,
         prediction_log_url: str | None = None,
         token_file: Path | None = None,
         host: str = "127.0.0.1",
@@ -84,6 +99,7 @@ class LocalTarget(DeploymentTarget):
     ) -> None:
         self.tracking_uri = tracking_uri
         self.work_dir = Path(work_dir)
+        self.shared = shared
         self.prediction_log_url = prediction_log_url
         self.token_file = token_file
         self.host = host
@@ -91,7 +107,7 @@ class LocalTarget(DeploymentTarget):
         self.max_backoff = max_backoff
         self.restart_backoff = restart_backoff
         self.stop_grace = stop_grace
-        self._servers: dict[str, _Server] = {}
+        self._servers: dict[str, _Server] = {}  # key (binding name, or SHARED_KEY) -> server
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._supervise_every = supervise_every
@@ -102,38 +118,47 @@ class LocalTarget(DeploymentTarget):
 
     # the port ---------------------------------------------------------------------------------------------
 
-    def address(self, name: str) -> str:
-        """host:port of a binding's gRPC server."""
+    def _key(self, name: str) -> str:
+        return SHARED_KEY if self.shared else name
+
+    def _server_of(self, name: str) -> _Server | None:
+        """The server a binding is deployed on, or None."""
         with self._lock:
-            server = self._servers.get(name)
+            server = self._servers.get(self._key(name))
+        return server if server is not None and name in server.specs else None
+
+    def _known(self, name: str) -> _Server:
+        server = self._server_of(name)
         if server is None:
             raise KeyError(name)
-        return f"{self.host}:{server.port}"
+        return server
+
+    def address(self, name: str) -> str:
+        """host:port of a binding's gRPC server."""
+        return f"{self.host}:{self._known(name).port}"
 
     def pid(self, name: str) -> int | None:
         """Process id of a binding's scoring server (None while it is down or being restarted)."""
-        with self._lock:
-            server = self._servers.get(name)
-        if server is None:
-            raise KeyError(name)
-        proc = server.proc
+        proc = self._known(name).proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def restarts(self, name: str) -> int:
         """Restarts of a binding's server since it last stayed up for `max_backoff` seconds."""
-        with self._lock:
-            server = self._servers.get(name)
-        if server is None:
-            raise KeyError(name)
-        return server.restarts
+        return self._known(name).restarts
 
     def create(self, spec: DeploymentSpec, *, deadline: float) -> DeploymentState:
+        key = self._key(spec.name)
+        with self._lock:
+            server = self._servers.get(key)
+        if server is not None:  # a shared server that runs already: add the binding's model to it
+            return self._join(server, spec, deadline)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         server = _Server(
-            spec=spec,
+            key=key,
+            specs={spec.name: spec},
             port=free_port(self.host),
-            port_file=self.work_dir / f"{spec.name}.port",
-            log_file=self.work_dir / f"{spec.name}.log",
+            port_file=self.work_dir / f"{key}.port",
+            log_file=self.work_dir / f"{key}.log",
         )
         with server.lock:
             failure = self._start(server, deadline=deadline)
@@ -141,39 +166,68 @@ class LocalTarget(DeploymentTarget):
                 self._terminate(server)
                 raise RolloutFailedError(f"{spec.model}/{spec.champion_version}: {failure}")
             with self._lock:
-                self._servers[spec.name] = server
-        return self._state(server)
+                self._servers[key] = server
+        return self._state(spec)
+
+    def _join(self, server: _Server, spec: DeploymentSpec, deadline: float) -> DeploymentState:
+        with server.lock:
+            taken = [n for n, s in server.specs.items() if s.model == spec.model and n != spec.name]
+            if taken:
+                raise PermanentError(
+                    f"binding {spec.name}: model {spec.model} is served by binding {taken[0]} in the shared "
+                    "server already"
+                )
+            if not server.alive:
+                raise TemporaryError(f"binding {spec.name}: shared server restarting", delay=2.0)
+            try:
+                self._swap(server, None, spec, deadline)
+            except ModelloopError as exc:
+                self._unload_quietly(server, spec.model)
+                raise self._rollout_error(server, spec, exc) from None
+            server.specs[spec.name] = spec
+        return self._state(spec)
 
     def update(self, spec: DeploymentSpec, *, deadline: float) -> DeploymentState:
-        with self._lock:
-            server = self._servers.get(spec.name)
+        server = self._server_of(spec.name)
         if server is None:
             raise RolloutFailedError(f"binding {spec.name} is not deployed")
         with server.lock:
-            if server.proc is None or server.proc.poll() is not None:
+            if not server.alive:
                 raise TemporaryError(f"binding {spec.name}: server restarting", delay=2.0)
-            old = server.spec
+            old = server.specs[spec.name]
             try:
                 self._swap(server, old, spec, deadline)
-            except UnavailableError as exc:
-                if server.proc.poll() is not None:
-                    raise TemporaryError(f"binding {spec.name}: server went away", delay=2.0) from None
-                raise RolloutFailedError(f"{spec.model}/{spec.champion_version}: {exc}") from None
             except ModelloopError as exc:
-                raise RolloutFailedError(f"{spec.model}/{spec.champion_version}: {exc}") from None
-            server.spec = spec
-        return self._state(server)
+                raise self._rollout_error(server, spec, exc) from None
+            server.specs[spec.name] = spec
+        return self._state(spec)
 
-    def _swap(self, server: _Server, old: DeploymentSpec, new: DeploymentSpec, deadline: float) -> None:
+    def _rollout_error(self, server: _Server, spec: DeploymentSpec, exc: ModelloopError) -> ModelloopError:
+        if isinstance(exc, UnavailableError) and not server.alive:
+            return TemporaryError(f"binding {spec.name}: server went away", delay=2.0)
+        return RolloutFailedError(f"{spec.model}/{spec.champion_version}: {exc}")
+
+    def _swap(
+        self, server: _Server, old: DeploymentSpec | None, new: DeploymentSpec, deadline: float
+    ) -> None:
+        """Hot-swap `old` to `new` in a running server; on failure what served before still serves."""
         client = server.client
-        if new.champion_version != old.champion_version or new.model != old.model:
+        champion_changed = old is None or new.champion_version != old.champion_version
+        if champion_changed:
             client.load_model(new.model, new.champion_version, role="champion", timeout=deadline)
+        try:
+            self._swap_challenger(client, old, new, deadline)
+        except ModelloopError:
+            if champion_changed and old is not None:  # put the champion back too
+                client.load_model(old.model, old.champion_version, role="champion", timeout=deadline)
+            raise
+
+    def _swap_challenger(
+        self, client: Any, old: DeploymentSpec | None, new: DeploymentSpec, deadline: float
+    ) -> None:
+        before = (None, None, None) if old is None else (old.challenger_version, old.mode, old.canary_share)
         if new.challenger_version is not None:
-            if (new.challenger_version, new.mode, new.canary_share) != (
-                old.challenger_version,
-                old.mode,
-                old.canary_share,
-            ):
+            if (new.challenger_version, new.mode, new.canary_share) != before:
                 client.load_model(
                     new.model,
                     new.challenger_version,
@@ -182,31 +236,43 @@ class LocalTarget(DeploymentTarget):
                     canary_share=new.canary_share,
                     timeout=deadline,
                 )
-        elif old.challenger_version is not None:
+        elif before[0] is not None:
             client.unload_model(new.model, role="challenger")
 
+    def _unload_quietly(self, server: _Server, model: str) -> None:
+        """Take a model a failed join may have half-loaded back out of a shared server."""
+        for role in ("challenger", "champion"):
+            with contextlib.suppress(ModelloopError):
+                server.client.unload_model(model, role=role)
+
     def delete(self, name: str) -> None:
-        with self._lock:
-            server = self._servers.pop(name, None)
-        if server is not None:
-            with server.lock:
+        server = self._server_of(name)
+        if server is None:
+            return
+        with server.lock:
+            spec = server.specs.pop(name, None)
+            if not server.specs:
+                with self._lock:
+                    self._servers.pop(server.key, None)
                 self._terminate(server)
+            elif spec is not None and server.alive:
+                self._unload_quietly(server, spec.model)
 
     def get(self, name: str) -> DeploymentState | None:
-        with self._lock:
-            server = self._servers.get(name)
-        return None if server is None else self._state(server)
+        server = self._server_of(name)
+        spec = None if server is None else server.specs.get(name)
+        return None if spec is None else self._state(spec)
 
-    def list(self) -> list[DeploymentState]:
+    def list(self) -> builtins.list[DeploymentState]:
         with self._lock:
-            servers = list(self._servers.values())
-        return [self._state(s) for s in servers]
+            servers = builtins.list(self._servers.values())
+        return [self._state(spec) for s in servers for spec in builtins.list(s.specs.values())]
 
     def close(self) -> None:
         self._stop.set()
         self._supervisor.join(timeout=5)
         with self._lock:
-            servers = list(self._servers.values())
+            servers = builtins.list(self._servers.values())
             self._servers.clear()
         for server in servers:
             with server.lock:
@@ -214,10 +280,9 @@ class LocalTarget(DeploymentTarget):
 
     # processes --------------------------------------------------------------------------------------------
 
-    def _state(self, server: _Server) -> DeploymentState:
-        """The versions the server was last told to serve. A crashed server counts as ready: the supervisor
-        restarts it with these versions, and the reconciler must not fight it."""
-        spec = server.spec
+    def _state(self, spec: DeploymentSpec) -> DeploymentState:
+        """The versions a binding's server was last told to serve. A crashed server counts as ready: the
+        supervisor restarts it with these versions, and the reconciler must not fight it."""
         return DeploymentState(
             name=spec.name,
             model=spec.model,
@@ -228,12 +293,17 @@ class LocalTarget(DeploymentTarget):
         )
 
     def command(self, server: _Server) -> builtins.list[str]:
-        spec = server.spec
-        cmd = [sys.executable, "-m", "modelloop", "serve", "--model", f"{spec.model}/{spec.champion_version}"]
-        if spec.challenger_version is not None and spec.mode is not None:
-            cmd += ["--challenger", f"{spec.model}/{spec.challenger_version}", "--challenger-mode", spec.mode]
-            if spec.canary_share is not None:
-                cmd += ["--canary-share", str(spec.canary_share)]
+        """The `modelloop serve` command line: every binding's champion; the challenger only when the server
+        has one binding (the command takes one; `_start` loads the others' challengers once it answers)."""
+        specs = builtins.list(server.specs.values())
+        cmd = [sys.executable, "-m", "modelloop", "serve"]
+        for spec in specs:
+            cmd += ["--model", f"{spec.model}/{spec.champion_version}"]
+        only = specs[0] if len(specs) == 1 else None
+        if only is not None and only.challenger_version is not None and only.mode is not None:
+            cmd += ["--challenger", f"{only.model}/{only.challenger_version}", "--challenger-mode", only.mode]
+            if only.canary_share is not None:
+                cmd += ["--canary-share", str(only.canary_share)]
         cmd += [
             "--host", self.host,
             "--port", str(server.port),
@@ -247,7 +317,7 @@ class LocalTarget(DeploymentTarget):
         return cmd
 
     def _start(self, server: _Server, *, deadline: float) -> str | None:
-        """Start the process and wait for it to be ready; None on success, else why not."""
+        """Start the process and wait for it to serve every binding; None on success, else why not."""
         from serving.client import ScoringClient  # type: ignore[import-not-found, unused-ignore]  # lands with serving
 
         server.port_file.unlink(missing_ok=True)
@@ -268,14 +338,29 @@ class LocalTarget(DeploymentTarget):
                 if server.client is None:
                     server.client = ScoringClient(f"{self.host}:{server.port}", token=self._token())
                 try:
-                    if server.client.ready(server.spec.model):
-                        log.info("binding %s: serving %s/%s on port %d", server.spec.name,
-                                 server.spec.model, server.spec.champion_version, server.port)  # fmt: skip
-                        return None
+                    if all(server.client.ready(s.model) for s in server.specs.values()):
+                        return self._after_start(server, end)
                 except ModelloopError:
                     pass
             time.sleep(0.1)
+        if self._stop.is_set():
+            return "the local target is closing"
         return f"scoring server not ready within {deadline:.0f}s (log: {server.log_file})"
+
+    def _after_start(self, server: _Server, end: float) -> str | None:
+        """Load the challengers the command line could not carry (a shared server with several bindings)."""
+        if len(server.specs) > 1:
+            for spec in server.specs.values():
+                if spec.challenger_version is None:
+                    continue
+                try:
+                    self._swap_challenger(server.client, None, spec, max(1.0, end - time.monotonic()))
+                except ModelloopError as exc:
+                    return f"challenger {spec.model}/{spec.challenger_version}: {exc}"
+        for spec in server.specs.values():
+            log.info("binding %s: serving %s/%s on port %d", spec.name, spec.model, spec.champion_version,
+                     server.port)  # fmt: skip
+        return None
 
     def _token(self) -> str | None:
         if self.token_file is None:
@@ -322,14 +407,14 @@ class LocalTarget(DeploymentTarget):
         server.restarts += 1
         backoff = min(self.max_backoff, self.restart_backoff * 2.0 ** (server.restarts - 1))
         server.next_restart = now + backoff
-        log.warning("binding %s: scoring server exited (code %s); restart %d", server.spec.name, code,
-                    server.restarts)  # fmt: skip
+        log.warning("server %s (%s): scoring server exited (code %s); restart %d", server.key,
+                    ", ".join(server.specs), code, server.restarts)  # fmt: skip
         if server.client is not None:
             server.client.close()
             server.client = None
         failure = self._start(server, deadline=120.0)
         if failure:
-            log.error("binding %s: restart failed: %s; next try in %.0fs", server.spec.name, failure, backoff)
+            log.error("server %s: restart failed: %s; next try in %.0fs", server.key, failure, backoff)
             self._terminate(server)
 
 

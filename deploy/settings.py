@@ -44,6 +44,10 @@ class ControllerSettings(CommonSettings):
         default_factory=socket.gethostname, description="This replica's identity in the Lease."
     )
     token_file: Path | None = Field(default=None, description="Bearer token file for local scoring servers.")
+    local_shared: bool = Field(
+        default=False,
+        description="Local target: one scoring server process for every binding instead of one per binding.",
+    )
 
 
 __all__ = ["ControllerSettings"]

@@ -39,6 +39,11 @@ def _read_secret(path: Path | None) -> str | None:
 )
 @click.option("--poll-interval", type=float, help="Seconds between full reconciles (default 30).")
 @click.option("--rollout-deadline", type=float, help="Seconds a version has to become ready (default 120).")
+@click.option(
+    "--local-shared/--no-local-shared",
+    default=None,
+    help="Local target: one scoring server for every binding (default: one per binding).",
+)
 @click.option("--once", is_flag=True, help="Reconcile every binding once and exit.")
 @reports_errors
 def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> None:
@@ -70,6 +75,7 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
             work_dir=settings.data_dir / "serving",
             prediction_log_url=settings.resolved_prediction_log_url(),
             token_file=settings.token_file,
+            shared=settings.local_shared,
         )
     if any(b.target == "kubernetes" for b in bindings):
         from deploy.kubernetes.api import DynamicKubeApi

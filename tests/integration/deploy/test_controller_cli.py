@@ -1,5 +1,6 @@
-"""`modelloop controller` as a real process: settings from flags and environment, the local target, the
-webhook receiver registered with `modelloop webhook register`, promotions by alias, a clean SIGTERM."""
+"""`modelloop controller` as a real process: settings from flags and environment, the local target (shared
+server), the webhook receiver registered with `modelloop webhook register`, promotions by alias, a clean
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def test_controller_process_follows_the_alias_and_stops_cleanly(
         "MODELLOOP_DATA_DIR": str(tmp_path / "data"),
         "MODELLOOP_PREDICTION_LOG_URL": "none",
         "OMP_NUM_THREADS": "1",
+        "MODELLOOP_LOCAL_SHARED": "true",  # settings from the environment: one shared scoring server
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelloop", "controller", "--bindings", str(tmp_path / "bindings.yaml"),
@@ -77,7 +79,7 @@ def test_controller_process_follows_the_alias_and_stops_cleanly(
         time.sleep(1.5)  # the server's webhook list cache (1 s here)
 
         client.set_registered_model_alias(reg.model, "cli-prod", reg.v1.version)
-        port_file = tmp_path / "data" / "serving" / "cli.port"
+        port_file = tmp_path / "data" / "serving" / "shared.port"
         wait_for(
             lambda: read_port_file(port_file) is not None, timeout=90, what="the scoring server's port file"
         )

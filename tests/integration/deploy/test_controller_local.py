@@ -144,11 +144,16 @@ def test_promotions_by_webhook_under_load_then_rollback(
         for t in threads:
             t.join()
         assert failures == [] and calls[0] > 50
-        # the swap is visible to clients a moment before the controller has written its record
+        # the swap is visible to clients a moment before the controller has written its record (other
+        # bindings of other tests may have tagged v2 before: wait for this reconcile to finish)
         wait_for(
-            lambda: client.get_model_version(reg.model, reg.v2.version).tags.get(TAG_ROLLOUT) == "serving",
+            lambda: (
+                (r := ctl.last_results.get("it")) is not None
+                and r.state is not None
+                and r.state.champion_version == reg.v2.version
+            ),
             timeout=30,
-            what="v2 tagged serving",
+            what="the v2 rollout reconciled and recorded",
         )
         tags = client.get_model_version(reg.model, reg.v2.version).tags
         assert (

@@ -27,7 +27,7 @@ def test_serve_command(tmp_path: Path) -> None:
     target = LocalTarget(tracking_uri="http://127.0.0.1:5000", work_dir=tmp_path)
     try:
         server = _Server(
-            spec=DeploymentSpec(binding=b, champion_version="1", challenger_version="2"),
+            key="c", specs={"c": DeploymentSpec(binding=b, champion_version="1", challenger_version="2")},
             port=12345, port_file=tmp_path / "c.port", log_file=tmp_path / "c.log",
         )  # fmt: skip
         cmd = target.command(server)
@@ -37,5 +37,31 @@ def test_serve_command(tmp_path: Path) -> None:
         assert "--port 12345" in joined and f"--port-file {tmp_path / 'c.port'}" in joined
         assert "--prediction-log-url none" in joined and "--tracking-uri http://127.0.0.1:5000" in joined
         assert target.list() == [] and target.get("c") is None
+    finally:
+        target.close()
+
+
+def test_shared_serve_command_hosts_every_champion(tmp_path: Path) -> None:
+    a, b = parse_bindings(
+        {
+            "bindings": [
+                {"name": "a", "model": "ma", "challenger": {"mode": "shadow"}},
+                {"name": "b", "model": "mb"},
+            ]
+        }
+    )
+    target = LocalTarget(tracking_uri="http://127.0.0.1:5000", work_dir=tmp_path, shared=True)
+    try:
+        server = _Server(
+            key="shared",
+            specs={
+                "a": DeploymentSpec(binding=a, champion_version="1", challenger_version="2"),
+                "b": DeploymentSpec(binding=b, champion_version="7"),
+            },
+            port=12345, port_file=tmp_path / "shared.port", log_file=tmp_path / "shared.log",
+        )  # fmt: skip
+        cmd = target.command(server)
+        assert cmd[4:8] == ["--model", "ma/1", "--model", "mb/7"]
+        assert "--challenger" not in cmd  # loaded through the admin API once the server answers
     finally:
         target.close()
