@@ -10,8 +10,10 @@ Used by `modelloop controller` and by the local platform (`modelloop up`):
 Triggers: a periodic poll (level-triggered: every binding, catches stage transitions and lost webhooks),
 verified MLflow webhooks (the bindings of the event's model, at once), and retries after `TemporaryError`
 (with the error's delay, doubled on each consecutive failure up to `max_backoff`). Work is queued per
-binding, so one binding is reconciled by one worker at a time. With a `leader` elector (Kubernetes Lease),
-only the leader reconciles. Nothing a reconcile raises stops the controller.
+binding, so one binding is reconciled by one worker at a time. When a reconcile leaves write-backs the
+registry could not take, the binding is reconciled again soon (which writes them) rather than at the poll.
+With a `leader` elector (Kubernetes Lease), only the leader reconciles. Nothing a reconcile raises stops
+the controller.
 """
 
 from __future__ import annotations
