@@ -80,17 +80,25 @@ def connect(tracking_uri: str) -> MlflowClient:
     return client
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it on first use (safe when workers race). A deleted experiment of that
-    name is an InvalidInputError (MLflow keeps the name until the experiment is purged)."""
+def existing_experiment(client: MlflowClient, name: str) -> str | None:
+    """The id of the active experiment of that name, or None. A deleted one is an InvalidInputError (MLflow
+    keeps the name until the experiment is purged); `run_training` asks before it creates anything."""
     found = client.get_experiment_by_name(name)
+    if found is None:
+        return None
+    if found.lifecycle_stage == "deleted":
+        raise InvalidInputError(
+            f"the MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
+            f"--experiment-id {found.experiment_id}) or name another one in the config (experiment)"
+        )
+    return str(found.experiment_id)
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it on first use (safe when workers race)."""
+    found = existing_experiment(client, name)
     if found is not None:
-        if found.lifecycle_stage == "deleted":
-            raise InvalidInputError(
-                f"the MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
-                f"--experiment-id {found.experiment_id}) or name another one in the config (experiment)"
-            )
-        return str(found.experiment_id)
+        return found
     try:
         return str(client.create_experiment(name))
     except MlflowException:
@@ -304,6 +312,7 @@ __all__ = [
     "Outcome",
     "comparison_table",
     "connect",
+    "existing_experiment",
     "experiment_id",
     "git_commit",
     "log_outcome",

@@ -91,6 +91,10 @@ def run_training(
     )
     data = split(prepared, config.split, seed=config.seed)
     baseline = fit_baseline(config.baseline, task=config.task, x=data.fit_x, y=data.fit_y, seed=config.seed)
+    try:
+        records.existing_experiment(client, config.experiment_name)  # a deleted one: refuse before any change
+    except MlflowException as exc:
+        raise _as_modelloop_error(exc) from None
     storage = open_storage(config.study.storage)
     study, created = open_study(config, storage)
     try:

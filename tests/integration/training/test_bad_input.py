@@ -121,13 +121,15 @@ def test_a_refused_alias_leaves_no_version_behind(tracking_uri: str, model_name:
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-def test_a_deleted_experiment_is_named(tracking_uri: str, model_name: str) -> None:
+def test_a_deleted_experiment_is_named(tracking_uri: str, model_name: str, tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri)
     client.delete_experiment(client.create_experiment(model_name))
+    config = tiny_config(model_name, study__storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     with pytest.raises(
         InvalidInputError, match=f"the MLflow experiment '{model_name}' is deleted; restore it"
     ):
-        run_training(tiny_config(model_name), tracking_uri=tracking_uri, progress=False)
+        run_training(config, tracking_uri=tracking_uri, progress=False)
+    assert not (tmp_path / "optuna.db").exists()  # refused before the study was created
     assert_nothing_registered(client, model_name)
     deleted = client.get_experiment_by_name(model_name)
     assert deleted is not None and deleted.lifecycle_stage == "deleted"
