@@ -56,7 +56,9 @@ def _frame(schema: ModelSchema, features: Features, order: list[str] | None = No
     return pd.DataFrame({n: features.columns[n] for n in order})
 
 
-def sklearn_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], Prediction]:
+def sklearn_predictor(
+    model: Any, schema: ModelSchema, *, label: str = "model"
+) -> Callable[[Features], Prediction]:
     """Rows -> (predictions, class probabilities or None) for a scikit-learn model: a numpy matrix where the
     model answers one exactly as it answers a DataFrame (`serving.fast_input`), else a DataFrame whose
     columns are in the order the model was fitted with."""
@@ -69,6 +71,7 @@ def sklearn_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], P
         return _frame(schema, features, order)
 
     feed = matrix_feeder(model, schema, method, frame) or frame
+    log.info("%s is fed %s", label, "a numpy matrix (fast path)" if feed is not frame else "a DataFrame")
     if classify:
         labels = np.asarray(classes)
 
@@ -148,7 +151,13 @@ def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_00
                 info.signature, classes=None if classes is None else list(classes), categories=categories,
                 max_rows=max_rows,
             )  # fmt: skip
-            loaded = LoadedModel(name, version, schema, "sklearn", sklearn_predictor(model, schema))
+            loaded = LoadedModel(
+                name,
+                version,
+                schema,
+                "sklearn",
+                sklearn_predictor(model, schema, label=f"model {name}/{version}"),
+            )
         else:
             model = mlflow.pyfunc.load_model(uri)
             schema = ModelSchema.from_signature(info.signature, categories=categories, max_rows=max_rows)
