@@ -191,6 +191,7 @@ async def run(
         if metrics_server is not None:
             with contextlib.suppress(Exception):
                 metrics_server.shutdown()
+        gc.unfreeze()  # embedded use (tests): what died since can be collected again
     log.info("stopped")
 
 
