@@ -137,6 +137,10 @@ class LocalTarget(DeploymentTarget):
         """host:port of a binding's gRPC server."""
         return f"{self.host}:{self._known(name).port}"
 
+    def port_file(self, name: str) -> Path:
+        """The port file of a binding's server (its gRPC and metrics ports once it is up)."""
+        return self._known(name).port_file
+
     def pid(self, name: str) -> int | None:
         """Process id of a binding's scoring server (None while it is down or being restarted)."""
         proc = self._known(name).proc

@@ -54,6 +54,10 @@ class PlatformSettings(CommonSettings):
     monitor_lag: float = Field(
         default=5.0, ge=0, description="Seconds after a window closes before it is measured (log flush)."
     )
+    local_shared: bool = Field(
+        default=False,
+        description="One scoring server for every binding (loads and unloads models) instead of one each.",
+    )
     monitor_config: Path | None = Field(
         default=None,
         description="Monitoring rules YAML; default `<data_dir>/monitoring.yaml` when it exists.",
@@ -209,6 +213,7 @@ class LocalPlatform:
             self.target = LocalTarget(
                 tracking_uri=self.mlflow.url,
                 work_dir=self.data_dir / "serving",
+                shared=self.settings.local_shared,
                 prediction_log_url=self.prediction_log_url,
             )
             self.controller = Controller(

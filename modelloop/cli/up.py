@@ -18,9 +18,11 @@ from modelloop.logs import configure_logging
 
 def metrics_address(platform: LocalPlatform, binding: str) -> str | None:
     """The Prometheus endpoint of a binding's scoring server, from its port file."""
+    if platform.target is None:
+        return None
     try:
-        ports: Any = json.loads((platform.data_dir / "serving" / f"{binding}.port").read_text())
-    except (OSError, ValueError):
+        ports: Any = json.loads(platform.target.port_file(binding).read_text())
+    except (KeyError, OSError, ValueError):
         return None
     if isinstance(ports, dict) and isinstance(ports.get("metrics"), int):
         return f"http://127.0.0.1:{ports['metrics']}/metrics"
@@ -54,6 +56,11 @@ def describe(platform: LocalPlatform) -> list[str]:
 @click.option("--poll-interval", type=float, help="Seconds between full reconciles (default 30).")
 @click.option("--monitor-interval", type=float, help="Seconds between monitoring passes (default 300).")
 @click.option("--monitor-window", type=float, help="Length of a monitoring window in seconds (default 900).")
+@click.option(
+    "--local-shared/--no-local-shared",
+    default=None,
+    help="One scoring server for every binding instead of one each (default: one each).",
+)
 @click.option("--monitor-config", type=click.Path(path_type=Path), help="Monitoring rules YAML file.")
 @reports_errors
 def up(**flags: Any) -> None:

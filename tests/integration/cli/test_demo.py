@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,8 @@ def test_mlflow_holds_the_whole_loop(demo_run: DemoRun, records: MlflowClient) -
 
 def test_up_restarts_on_the_same_data_and_stops_everything(demo_run: DemoRun) -> None:
     argv = [sys.executable, "-m", "modelloop", "up", "--data-dir", str(demo_run.data_dir)]
-    argv += ["--mlflow-port", "0", "--monitor-interval", "3600"]
+    # one scoring server shared by the bindings (the demo ran one per binding)
+    argv += ["--mlflow-port", "0", "--monitor-interval", "3600", "--local-shared"]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -139,6 +141,10 @@ def test_up_restarts_on_the_same_data_and_stops_everything(demo_run: DemoRun) ->
             client.close()
         # the first reconcile deploys what the registry names: version 2, the demo's last promotion
         assert result.model_version == "2" and len(result.predictions) == 3
+        metrics_url = _wait_for(lines, proc, r"^\s+metrics (http://127\.0\.0\.1:\d+/metrics)", timeout=30)
+        with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+            exposition = resp.read().decode()
+        assert f'modelloop_serving_model_info{{model="{MODEL}"' in exposition.replace(", ", ",")
         children = _children(proc.pid)
         assert children, "modelloop up started no processes"
     finally:
@@ -160,16 +166,23 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> li
 
 
 def _wait_for_address(lines: list[str], proc: subprocess.Popen[str], *, timeout: float) -> str:
+    return _wait_for(
+        lines, proc, rf"binding {BINDING} \({MODEL}\)\s+gRPC (127\.0\.0\.1:\d+)", timeout=timeout
+    )
+
+
+def _wait_for(lines: list[str], proc: subprocess.Popen[str], pattern: str, *, timeout: float) -> str:
+    """The first group of the first printed line matching `pattern`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in list(lines):
-            found = re.search(rf"binding {BINDING} \({MODEL}\)\s+gRPC (127\.0\.0\.1:\d+)", line)
+            found = re.search(pattern, line)
             if found:
                 return found.group(1)
         if proc.poll() is not None:
             raise AssertionError(f"modelloop up exited with {proc.returncode}")
         time.sleep(0.2)
-    raise AssertionError(f"no gRPC address printed within {timeout:.0f}s: {lines}")
+    raise AssertionError(f"nothing matching {pattern!r} printed within {timeout:.0f}s: {lines}")
 
 
 def _children(pid: int) -> list[int]:
