@@ -8,6 +8,7 @@ the core (`serving.core`, `serving.hosting`) and back; errors become status code
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -61,6 +62,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.server = server
         self.metrics = core.metrics
         self._server_version = _version()
+        # metric children by label values, looked up once (labels() costs a lock and a tuple per call);
+        # bounded: model labels are hosted names or "unknown", versions only served ones
+        self._request_counters: dict[tuple[str, str, str], Any] = {}
+        self._latency_histograms: dict[str, Any] = {}
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -102,7 +107,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = request.model_name
         label = model if self.host.has(model) else "unknown"
         version = request.model_version
-        code = grpc.StatusCode.OK
+        code, message = grpc.StatusCode.OK, ""
         try:
             if not self.server.serving:
                 raise NotReadyError("the scoring server is not ready")
@@ -113,17 +118,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
             version = result.version
             return _response(result, outputs, raw=len(request.raw_input_contents) > 0)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the caller went away
+            raise
         except Exception as exc:
             code, message = status_for(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.error("ModelInfer failed for model %s", label, exc_info=True)
-            await context.abort(code, message)
         finally:
-            # a version label only for a version served here: callers' strings must not mint new series
-            if code != grpc.StatusCode.OK and not (version and self.host.ready(label, version)):
-                version = ""
-            self.metrics.requests.labels(label, version, code.name).inc()
-            self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+            # counted before the caller can see the answer (a scrape right after a call includes it)
+            self._count(label, version, code, started)
+        await context.abort(code, message)
+
+    def _count(self, label: str, version: str, code: grpc.StatusCode, started: float) -> None:
+        # a version label only for a version served here: callers' strings must not mint new series
+        if code != grpc.StatusCode.OK and not (version and self.host.ready(label, version)):
+            version = ""
+        key = (label, version, code.name)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = self.metrics.requests.labels(*key)
+        counter.inc()
+        latency = self._latency_histograms.get(label)
+        if latency is None:
+            latency = self._latency_histograms[label] = self.metrics.latency.labels(label)
+        latency.observe(time.perf_counter() - started)
 
 
 def _metadata_value(context: Any, key: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -97,13 +98,18 @@ class ModelSchema:
     categories: Mapping[str, frozenset[str]] = field(default_factory=dict)
     max_rows: int = 100_000
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
+        """Column names in signature order (computed once: read on every request; do not mutate)."""
         return [c.name for c in self.columns]
 
-    @property
+    @cached_property
     def all_float(self) -> bool:
         return all(c.kind == "float" for c in self.columns)
+
+    @cached_property
+    def all_numeric(self) -> bool:
+        return all(c.kind in ("float", "int") for c in self.columns)
 
     @classmethod
     def from_signature(
@@ -191,7 +197,7 @@ class ModelSchema:
     def _validate_matrix(self, t: InputTensor, *, reject_unseen: bool) -> Features:
         """One 2-D tensor [rows, columns] in signature order, for a model whose columns are all numeric."""
         names = self.names
-        if not all(c.kind in ("float", "int") for c in self.columns):
+        if not self.all_numeric:
             raise InvalidInputError(
                 f"input '{t.name}' is not a column of the model; a single 2-D input is only accepted "
                 "when every column is numeric: send one input per column"
