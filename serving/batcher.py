@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,15 +73,19 @@ class Batcher:
         self._after_batch = after_batch
         self._on_batch_size = on_batch_size
         self._on_queue_depth = on_queue_depth
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
-        self._carry: Item | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pending: deque[Item] = deque()
+        self._pending_rows = 0
+        self._last_arrival = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_rows = 1
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{name}")
+        self._task = self._loop.create_task(self._run(), name=f"batcher-{name}")
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() + (self._carry is not None)
+        return len(self._pending)
 
     def submit(
         self,
@@ -93,72 +98,73 @@ class Batcher:
         """Queue rows for prediction; the future resolves to this request's (predictions, probabilities)."""
         if self._closing:
             raise NotReadyError(f"model {self.name} is draining")
-        if self._queue.qsize() >= self.max_queue:
+        if len(self._pending) >= self.max_queue:
             raise NotReadyError(f"model {self.name} has {self.max_queue} requests waiting; retry later")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Item(features, request_id, started or time.perf_counter(), future, route))
+        loop = self._loop
+        future: asyncio.Future[Result] = loop.create_future()
+        self._pending.append(Item(features, request_id, started or time.perf_counter(), future, route))
+        self._pending_rows += features.n_rows
+        self._last_arrival = loop.time()
+        # the gatherer is woken only when it has something to do: a first request, or a full batch (a
+        # partly filled batch is closed by its own timer: no wake-up and no timer per request)
+        if self._waiter is not None and self._pending_rows >= self._wake_rows:
+            _wake(self._waiter)
         return future
 
     async def close(self) -> None:
         """Finish every queued request, then stop the task and the worker thread."""
-        if not self._closing:
-            self._closing = True
-            self._queue.put_nowait(None)
+        self._closing = True
+        if self._waiter is not None:
+            _wake(self._waiter)
         await asyncio.shield(self._task)
         self._executor.shutdown(wait=False)
 
     async def _run(self) -> None:
-        stopping = False
-        while not stopping or self._carry is not None:
-            items, stopping = await self._gather(stopping)
-            if items:
-                await self._process(items)
+        loop = self._loop
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._sleep(1, None)  # until a request arrives (or close)
+                continue
+            opened = loop.time()
+            items, rows = self._take([], 0)
+            if not self._pending and self.max_wait > 0:
+                deadline = opened + self.max_wait
+                while rows < self.max_batch_size and not self._closing:
+                    # closes at the deadline, or earlier once no request arrived for max_idle
+                    until = min(deadline, max(self._last_arrival, opened) + self.max_idle)
+                    if loop.time() >= until:
+                        break
+                    await self._sleep(self.max_batch_size - rows, until)
+                    items, rows = self._take(items, rows)
+                    if self._pending:  # the next request does not fit: the batch is full
+                        break
+            await self._process(items)
 
-    async def _gather(self, stopping: bool) -> tuple[list[Item], bool]:
-        items: list[Item] = []
-        rows = 0
-        if self._carry is not None:
-            items.append(self._carry)
-            rows = self._carry.features.n_rows
-            self._carry = None
-        elif not stopping:
-            first = await self._queue.get()
-            if first is None:
-                return [], True
-            items.append(first)
-            rows = first.features.n_rows
-        rows, stopping = self._take_waiting(items, rows, stopping)
-        if rows < self.max_batch_size and self.max_wait > 0 and not stopping and self._carry is None:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.max_wait
-            while rows < self.max_batch_size and self._carry is None and not stopping:
-                # wait for the next request until the deadline, or less: a pause in arrivals closes the batch
-                until = min(deadline, loop.time() + self.max_idle)
-                try:
-                    async with asyncio.timeout_at(until):
-                        item = await self._queue.get()
-                except TimeoutError:
-                    break
-                if item is None:
-                    stopping = True
-                else:
-                    rows = self._add(items, rows, item)
-        return items, stopping
+    def _take(self, items: list[Item], rows: int) -> tuple[list[Item], int]:
+        """Move waiting requests into the batch while they fit (the first one always does)."""
+        pending = self._pending
+        while pending:
+            n = pending[0].features.n_rows
+            if items and rows + n > self.max_batch_size:
+                break  # first in the next batch
+            items.append(pending.popleft())
+            self._pending_rows -= n
+            rows += n
+        return items, rows
 
-    def _take_waiting(self, items: list[Item], rows: int, stopping: bool) -> tuple[int, bool]:
-        while rows < self.max_batch_size and self._carry is None and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                return rows, True
-            rows = self._add(items, rows, item)
-        return rows, stopping
-
-    def _add(self, items: list[Item], rows: int, item: Item) -> int:
-        if items and rows + item.features.n_rows > self.max_batch_size:
-            self._carry = item  # first in the next batch
-            return rows
-        items.append(item)
-        return rows + item.features.n_rows
+    async def _sleep(self, rows: int, until: float | None) -> None:
+        """Until `rows` more rows are waiting, `until` (loop time) passes, or close()."""
+        waiter = self._loop.create_future()
+        self._waiter, self._wake_rows = waiter, rows
+        timer = None if until is None else self._loop.call_at(until, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def _process(self, items: list[Item]) -> None:
         live = [it for it in items if not it.future.done()]  # callers that went away are skipped
@@ -204,6 +210,11 @@ class Batcher:
                     "model %s: recording a batch in the prediction log failed", self.name, exc_info=True
                 )
         return pred, proba
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 __all__ = ["AfterBatch", "Batcher", "Item", "Result"]
