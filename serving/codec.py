@@ -8,6 +8,7 @@ a 4-byte little-endian unsigned integer. Errors name the input and the problem, 
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -35,11 +36,12 @@ DATATYPES: dict[str, tuple[str, str]] = {
     "BYTES": ("O", "bytes_contents"),
 }
 _LEN = struct.Struct("<I")
+_ITEMSIZE = {name: np.dtype(dtype).itemsize for name, (dtype, _) in DATATYPES.items()}
 
 
 def _shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
-    dims = tuple(int(d) for d in shape)
-    if not dims or any(d < 0 for d in dims):
+    dims = tuple(shape)  # int64 values already
+    if not dims or min(dims) < 0:
         raise InvalidInputError(
             f"input '{name}' has shape {list(dims)}; every dimension must be given and >= 0"
         )
@@ -58,7 +60,7 @@ def decode_inputs(request: Any) -> list[InputTensor]:
         if datatype not in DATATYPES:
             raise InvalidInputError(f"input '{name}' has unknown datatype '{datatype[:16]}'")
         shape = _shape(name, tensor.shape)
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInputError(f"input '{name}' has typed contents and raw_input_contents")
@@ -73,7 +75,7 @@ def decode_raw(name: str, datatype: str, payload: bytes, size: int) -> np.ndarra
     dtype, _ = DATATYPES[datatype]
     if datatype == "BYTES":
         return _split_bytes(name, payload, size)
-    need = size * np.dtype(dtype).itemsize
+    need = size * _ITEMSIZE[datatype]
     if len(payload) != need:
         raise InvalidInputError(
             f"input '{name}': raw contents hold {len(payload)} bytes; "

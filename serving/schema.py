@@ -9,6 +9,7 @@ names the column and the problem and never echoes a value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -111,6 +112,13 @@ class ModelSchema:
     def all_numeric(self) -> bool:
         return all(c.kind in ("float", "int") for c in self.columns)
 
+    @cached_property
+    def _matrix_datatypes(self) -> frozenset[str]:
+        """Datatypes every column accepts (a 2-D input of one of these needs no per-column check)."""
+        return (
+            frozenset.intersection(*(ACCEPTED[c.kind] for c in self.columns)) if self.columns else frozenset()
+        )
+
     @classmethod
     def from_signature(
         cls,
@@ -202,12 +210,13 @@ class ModelSchema:
                 f"input '{t.name}' is not a column of the model; a single 2-D input is only accepted "
                 "when every column is numeric: send one input per column"
             )
-        for c in self.columns:
-            if t.datatype not in ACCEPTED[c.kind]:
-                raise InvalidInputError(
-                    f"input '{t.name}' has datatype {t.datatype}; column '{c.name}' expects {c.datatype}: "
-                    "send a tensor of that type or one input per column"
-                )
+        if t.datatype not in self._matrix_datatypes:
+            for c in self.columns:
+                if t.datatype not in ACCEPTED[c.kind]:
+                    raise InvalidInputError(
+                        f"input '{t.name}' has datatype {t.datatype}; column '{c.name}' expects "
+                        f"{c.datatype}: send a tensor of that type or one input per column"
+                    )
         n_rows, n_cols = t.shape
         if n_cols != len(names):
             raise InvalidInputError(
@@ -226,8 +235,10 @@ class ModelSchema:
                 },
             )
         matrix = t.data.reshape(n_rows, n_cols).astype(np.float64, copy=False)
-        nan_cols: list[bool] = np.asarray(np.isnan(matrix).any(axis=0)).tolist()
-        if any(nan_cols):
+        if matrix.size and math.isnan(
+            matrix.min()
+        ):  # NaN propagates through min: the per-column check only when needed
+            nan_cols: list[bool] = np.asarray(np.isnan(matrix).any(axis=0)).tolist()
             required = [c.name for c, bad in zip(self.columns, nan_cols, strict=True) if bad and c.required]
             if required:
                 raise InvalidInputError(
