@@ -39,8 +39,9 @@ class ServeSettings(CommonSettings):
         "reach ~50 rows at 64 concurrent calls; 1 ms kept them near 4 and cost a third of the throughput).",
     )  # fmt: skip
     max_batch_idle_ms: float = Field(
-        default=1.0, ge=0.0, description="A batch closes early when no request arrives for this long, so a "
-        "lone caller does not wait for max_batch_wait_ms (set it to max_batch_wait_ms to turn this off).",
+        default=2.0, ge=0.0, description="A batch closes early when no request arrives for this long, so a "
+        "lone caller does not wait for max_batch_wait_ms (set it to max_batch_wait_ms to turn this off; "
+        "measured at 64 concurrent calls: 2 ms gave ~2370 req/s, p99 ~39 ms, against ~2070, ~47 ms at 1 ms).",
     )  # fmt: skip
     max_queue: int = Field(default=10_000, ge=1, description="Requests waiting per model before UNAVAILABLE.")
     max_rows: int = Field(default=100_000, ge=1, description="Most rows in one request.")

@@ -39,7 +39,7 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--max-batch-idle-ms",
     type=float,
-    help="Close a batch early after this long without a request (default 1 ms).",
+    help="Close a batch early after this long without a request (default 2 ms).",
 )
 @click.option("--reflection/--no-reflection", default=None, help="gRPC server reflection (default off).")
 @click.option(
