@@ -38,6 +38,18 @@ class ControllerSettings(CommonSettings):
     scoring_tracking_uri: str | None = Field(
         default=None, description="Tracking URI as seen from scoring pods (default: tracking_uri)."
     )
+    scoring_progress_deadline_seconds: int = Field(
+        default=300,
+        gt=0,
+        description="Seconds a scoring Deployment may make no progress before Kubernetes reports "
+        "ProgressDeadlineExceeded (its spec.progressDeadlineSeconds; the rollout is then rolled back).",
+    )
+    scoring_min_ready_seconds: int = Field(
+        default=10,
+        ge=0,
+        description="Seconds a new scoring pod must stay ready before it counts as available "
+        "(the Deployment's spec.minReadySeconds).",
+    )
     lease_namespace: str = Field(default="default", description="Namespace of the leader-election Lease.")
     lease_name: str = Field(default="modelloop-controller", description="Name of the leader-election Lease.")
     identity: str = Field(

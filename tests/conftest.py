@@ -6,6 +6,7 @@ connection that may create databases. Nothing here is skipped: a missing service
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -58,16 +59,15 @@ def postgres_admin_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """URL of a fresh PostgreSQL database for this test session (dropped at the end)."""
-    name = f"modelloop_test_{secrets.token_hex(4)}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database named `<prefix>_<random>`, its URL yielded, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(
@@ -76,22 +76,17 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session (dropped at the end)."""
+    with scratch_database(postgres_admin_url, "modelloop_test") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """URL of a fresh PostgreSQL database for one test."""
-    name = f"modelloop_t_{secrets.token_hex(4)}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with scratch_database(postgres_admin_url, "modelloop_t") as url:
+        yield url

@@ -1,9 +1,12 @@
 """The Kubernetes API boundary: the few calls the target and the leader elector make, as a port, and its
 implementation over the official client's DynamicClient (server-side apply under `FIELD_MANAGER`).
 
-Tests replace `KubeApi` with a fake that records calls and plays back statuses; nothing above this module
-knows the `kubernetes` package. Errors: `TemporaryError` when the API server cannot be reached or answers
-5xx/429, `ConflictError` on a 409 (optimistic concurrency), `PermanentError` on other refusals.
+Every call is namespaced: the controller's Role (helm/modelloop/templates/controller.yaml) grants rights in
+the namespaces it manages, never cluster-wide, so a call without a namespace is refused here
+(`PermanentError`) before it reaches the API server. Tests replace `KubeApi` with a fake that records calls
+and plays back statuses; nothing above this module knows the `kubernetes` package. Errors: `TemporaryError`
+when the API server cannot be reached or answers 5xx/429, `ConflictError` on a 409 (optimistic concurrency),
+`PermanentError` on other refusals.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ class KubeApi(Protocol):
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None: ...
 
-    def list(self, api_version: str, kind: str, *, label_selector: str) -> list[Manifest]:
-        """Objects in every namespace matching the selector."""
+    def list(self, api_version: str, kind: str, namespace: str, *, label_selector: str) -> list[Manifest]:
+        """Objects in `namespace` matching the selector (never a cluster-wide list)."""
         ...
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -78,6 +81,13 @@ class DynamicKubeApi:
                 f"{what}: Kubernetes API unreachable ({type(exc).__name__})", delay=5.0
             ) from None
 
+    @staticmethod
+    def _namespace(what: str, namespace: str | None) -> str:
+        """`namespace`, or `PermanentError`: without one the client would make a cluster-wide call."""
+        if not namespace:
+            raise PermanentError(f"{what}: no namespace given (cluster-wide calls are not allowed)")
+        return namespace
+
     def _resource(self, api_version: str, kind: str) -> Any:
         return self._call(f"discover {kind}", self._dyn.resources.get, api_version=api_version, kind=kind)
 
@@ -87,56 +97,60 @@ class DynamicKubeApi:
 
     def apply(self, obj: Manifest) -> Manifest:
         meta = obj["metadata"]
+        what = f"apply {obj['kind']} {meta['name']}"
+        namespace = self._namespace(what, meta.get("namespace"))
         res = self._resource(obj["apiVersion"], obj["kind"])
         out = self._call(
-            f"apply {obj['kind']} {meta['name']}",
+            what,
             self._dyn.server_side_apply,
             res,
             body=obj,
             name=meta["name"],
-            namespace=meta.get("namespace"),
+            namespace=namespace,
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
         return self._dict(out) or {}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        what = f"get {kind} {name}"
+        namespace = self._namespace(what, namespace)
         res = self._resource(api_version, kind)
-        return self._dict(
-            self._call(f"get {kind} {name}", self._dyn.get, res, name=name, namespace=namespace)
-        )
+        return self._dict(self._call(what, self._dyn.get, res, name=name, namespace=namespace))
 
-    def list(self, api_version: str, kind: str, *, label_selector: str) -> list[Manifest]:
+    def list(self, api_version: str, kind: str, namespace: str, *, label_selector: str) -> list[Manifest]:
+        what = f"list {kind} in {namespace}"
+        namespace = self._namespace(what, namespace)
         res = self._resource(api_version, kind)
-        out = self._call(f"list {kind}", self._dyn.get, res, label_selector=label_selector)
+        out = self._call(what, self._dyn.get, res, namespace=namespace, label_selector=label_selector)
         return [] if out is None else [dict(item) for item in out.to_dict().get("items", [])]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        what = f"delete {kind} {name}"
+        namespace = self._namespace(what, namespace)
         res = self._resource(api_version, kind)
-        self._call(f"delete {kind} {name}", self._dyn.delete, res, name=name, namespace=namespace)
+        self._call(what, self._dyn.delete, res, name=name, namespace=namespace)
 
     def create(self, obj: Manifest) -> Manifest:
-        res = self._resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
-        out = self._call(
-            f"create {obj['kind']} {meta['name']}",
-            self._dyn.create,
-            res,
-            body=obj,
-            namespace=meta.get("namespace"),
-        )
+        what = f"create {obj['kind']} {meta['name']}"
+        namespace = self._namespace(what, meta.get("namespace"))
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        out = self._call(what, self._dyn.create, res, body=obj, namespace=namespace)
         return self._dict(out) or {}
 
     def replace(self, obj: Manifest) -> Manifest:
-        res = self._resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
+        what = f"replace {obj['kind']} {meta['name']}"
+        namespace = self._namespace(what, meta.get("namespace"))
+        res = self._resource(obj["apiVersion"], obj["kind"])
         out = self._call(
-            f"replace {obj['kind']} {meta['name']}",
+            what,
             self._dyn.replace,
             res,
             body=obj,
             name=meta["name"],
-            namespace=meta.get("namespace"),
+            namespace=namespace,
         )
         return self._dict(out) or {}
 

@@ -5,16 +5,20 @@ Wired by `modelloop controller` for bindings with `target: kubernetes`. A rollou
 Deployment reports `Progressing=False` with reason `ProgressDeadlineExceeded`, or when it is not complete by
 the reconciler's deadline; the target then re-applies the objects of the previous version (what
 `kubectl rollout undo` would do) and raises `RolloutFailedError`. A failed create deletes what it made.
+
+The target manages a fixed set of namespaces (those of its bindings) and only ever lists there: the
+controller's Role grants it rights in those namespaces, not cluster-wide. A binding in any other namespace is
+refused with `PermanentError` before anything is applied.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
-from ..errors import RolloutFailedError
+from ..errors import PermanentError, RolloutFailedError
 from ..target import DeploymentSpec, DeploymentState, DeploymentTarget
 from .api import KubeApi
 from .manifests import (
@@ -66,13 +70,17 @@ class KubernetesTarget(DeploymentTarget):
         self,
         api: KubeApi,
         *,
+        namespaces: Collection[str],
         image: str,
         options: ServingOptions | None = None,
         poll: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if not namespaces or not all(namespaces):
+            raise ValueError("KubernetesTarget needs the (non-empty) namespaces it manages")
         self.api = api
+        self.namespaces = tuple(sorted(set(namespaces)))
         self.image = image
         self.options = options or ServingOptions()
         self._poll = poll
@@ -80,6 +88,11 @@ class KubernetesTarget(DeploymentTarget):
         self._sleep = sleep
 
     def _render(self, spec: DeploymentSpec, version: str, challenger: str | None) -> list[Manifest]:
+        if spec.binding.namespace not in self.namespaces:
+            raise PermanentError(
+                f"binding {spec.name}: namespace {spec.binding.namespace} is not one this target manages "
+                f"({', '.join(self.namespaces)})"
+            )
         return render_binding(
             spec.binding,
             image=self.image,
@@ -139,12 +152,16 @@ class KubernetesTarget(DeploymentTarget):
             raise RolloutFailedError(f"binding {name}: Deployment vanished during the rollout")
         return state
 
+    def _list(self, label_selector: str) -> list[Manifest]:
+        """Deployments matching the selector in every managed namespace, one namespaced list each."""
+        return [
+            dep
+            for namespace in self.namespaces
+            for dep in self.api.list("apps/v1", "Deployment", namespace, label_selector=label_selector)
+        ]
+
     def _find(self, name: str) -> Manifest | None:
-        found = self.api.list(
-            "apps/v1",
-            "Deployment",
-            label_selector=f"{BINDING_LABEL}={name},app.kubernetes.io/managed-by={FIELD_MANAGER}",
-        )
+        found = self._list(f"{BINDING_LABEL}={name},app.kubernetes.io/managed-by={FIELD_MANAGER}")
         return found[0] if found else None
 
     @staticmethod
@@ -170,9 +187,7 @@ class KubernetesTarget(DeploymentTarget):
         return None if dep is None else self._state(dep)
 
     def list(self) -> list[DeploymentState]:
-        deps = self.api.list(
-            "apps/v1", "Deployment", label_selector=f"app.kubernetes.io/managed-by={FIELD_MANAGER}"
-        )
+        deps = self._list(f"app.kubernetes.io/managed-by={FIELD_MANAGER}")
         return [s for s in (self._state(d) for d in deps) if s is not None]
 
     def delete(self, name: str) -> None:

@@ -87,8 +87,14 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
         options = ServingOptions(
             tracking_uri=settings.scoring_tracking_uri or settings.tracking_uri,
             prediction_log_secret=settings.prediction_log_secret,
+            progress_deadline_seconds=settings.scoring_progress_deadline_seconds,
+            min_ready_seconds=settings.scoring_min_ready_seconds,
         )
-        targets["kubernetes"] = KubernetesTarget(api, image=settings.scoring_image, options=options)
+        # the target lists only where its bindings live: the chart's Role is namespaced, not cluster-wide
+        namespaces = {b.namespace for b in bindings if b.target == "kubernetes"}
+        targets["kubernetes"] = KubernetesTarget(
+            api, namespaces=namespaces, image=settings.scoring_image, options=options
+        )
         leader = LeaseElector(
             api, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.identity
         )

@@ -27,6 +27,15 @@ def _line(outcome: Any) -> str:
     )
 
 
+def _report(result: Any) -> bool:
+    """Print a pass's outcomes and its failures; True when every model was measured."""
+    for outcome in result.outcomes:
+        click.echo(_line(outcome))
+    for name, message in result.failures.items():
+        click.echo(f"error: {name}: {message}", err=True)
+    return not result.failures
+
+
 @click.command()
 @click.option("--model", "models", multiple=True, help="Registered model name (repeatable).")
 @click.option(
@@ -131,11 +140,7 @@ def monitor(
                 retrainer=retrainer,
                 memory_budget=budget,
             )
-            for outcome in result.outcomes:
-                click.echo(_line(outcome))
-            for name, message in result.failures.items():
-                click.echo(f"error: {name}: {message}", err=True)
-            if result.failures:
+            if not _report(result):
                 raise SystemExit(1)
             return
         interval = parse_duration(every)
@@ -154,10 +159,7 @@ def monitor(
                 skip_recorded=True,
                 memory_budget=budget,
             )
-            for outcome in result.outcomes:
-                click.echo(_line(outcome))
-            for name, message in result.failures.items():
-                click.echo(f"error: {name}: {message}", err=True)
+            _report(result)
             stop.wait(max(0.0, interval - (time.monotonic() - began)))
     finally:
         store.close()

@@ -1,5 +1,9 @@
 """The whole promotion against a real cluster: the controller with the Kubernetes target rolls out v1, then
-v2, and rolls a broken version back (tagged failed), with Lease leader election on."""
+v2, and rolls a broken version back (tagged failed), with Lease leader election on.
+
+Wired as `modelloop controller` wires it: the target lists only in the binding's namespace, the scoring
+options and the Lease name come from `ControllerSettings` (the chart's Role grants `get`/`update` on the
+Lease named like its controller, `MODELLOOP_LEASE_NAME`; without it, the settings' default)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from deploy.kubernetes.leader import LeaseElector
 from deploy.kubernetes.manifests import ServingOptions
 from deploy.kubernetes.target import KubernetesTarget
 from deploy.registry import MlflowRegistry
+from deploy.settings import ControllerSettings
 from modelloop.registry import TAG_ROLLOUT
 from tests.models import register_reference_model
 
@@ -61,13 +66,26 @@ def test_promotion_rollout_and_rollback_on_a_cluster() -> None:
             ]
         }
     )
+    settings = ControllerSettings(
+        lease_namespace=namespace,
+        identity="e2e",
+        scoring_progress_deadline_seconds=120,
+        scoring_min_ready_seconds=2,
+    )
     api = DynamicKubeApi()
     target = KubernetesTarget(
         api,
+        namespaces={binding.namespace},
         image=image,
-        options=ServingOptions(tracking_uri=pod_tracking, progress_deadline_seconds=120, min_ready_seconds=2),
+        options=ServingOptions(
+            tracking_uri=pod_tracking,
+            progress_deadline_seconds=settings.scoring_progress_deadline_seconds,
+            min_ready_seconds=settings.scoring_min_ready_seconds,
+        ),
     )
-    leader = LeaseElector(api, name=f"{model}-lease", namespace=namespace, identity="e2e")
+    leader = LeaseElector(
+        api, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.identity
+    )
     ctl = Controller(
         [binding],
         MlflowRegistry(tracking),

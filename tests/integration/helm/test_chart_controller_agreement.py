@@ -8,14 +8,18 @@ bindings file with the real `load_bindings`, render each binding with `render_bi
 and check that what the chart says about scoring pods holds for those objects: the image, the security
 contexts, the Services the helm test and the tracking URI name, the NetworkPolicy and PodMonitor selectors
 and ports, the prediction-log Secret, the autoscaler. The controller's Role is checked against the
-Kubernetes calls the real target and leader elector make.
+Kubernetes calls the real target and leader elector make, as the API server's RBAC authorizer would: the
+Role's namespace against each call's (a cluster-wide call is never granted by a Role), the verbs, and the
+resourceNames (which never grant `create` or `list`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import kubernetes_validate
@@ -30,7 +34,7 @@ from deploy.kubernetes.target import KubernetesTarget
 from deploy.settings import ControllerSettings
 from deploy.target import DeploymentSpec
 from modelloop.cli.controller import controller
-from tests.unit.deploy.fake_kube import FakeKubeApi
+from tests.unit.deploy.fake_kube import Call, FakeKubeApi
 
 from .conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, by_kind, one, pod_spec, render
 
@@ -86,7 +90,10 @@ class Wiring:
         self.options = ServingOptions(
             tracking_uri=self.settings.scoring_tracking_uri or self.settings.tracking_uri,
             prediction_log_secret=self.settings.prediction_log_secret,
+            progress_deadline_seconds=self.settings.scoring_progress_deadline_seconds,
+            min_ready_seconds=self.settings.scoring_min_ready_seconds,
         )
+        self.namespaces = {b.namespace for b in self.bindings if b.target == "kubernetes"}
 
     def render(self, binding: Binding) -> dict[str, Manifest]:
         objects = render_binding(
@@ -263,6 +270,74 @@ RESOURCES = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "Lease": ("coordination.k8s.io", "leases"),
 }
+# requests the authorizer sees without an object name: a rule with resourceNames never grants them
+UNNAMED_VERBS = {"create", "list", "watch", "deletecollection"}
+
+
+class Need(NamedTuple):
+    """One RBAC permission a call needs: verb on a resource, in a namespace (None: cluster-wide), on a name
+    (None: the verb carries no name)."""
+
+    group: str
+    resource: str
+    verb: str
+    namespace: str | None
+    name: str | None
+
+    def __str__(self) -> str:
+        name = f" {self.name!r}" if self.name else ""
+        where = f" in namespace {self.namespace}" if self.namespace else " cluster-wide"
+        return f"{self.verb} {self.group or 'core'}/{self.resource}{name}{where}"
+
+
+def needs_of(calls: Iterable[Call]) -> set[Need]:
+    out = set()
+    for call in calls:
+        group, resource = RESOURCES[call.kind]
+        for verb in VERBS[call.verb]:
+            name = None if verb in UNNAMED_VERBS else call.name
+            out.add(Need(group, resource, verb, call.namespace if call.namespaced else None, name))
+    return out
+
+
+def rule_grants(rule: Manifest, need: Need) -> bool:
+    """Whether one rule of a Role grants `need` (the namespace is the Role's business, see `refusals`)."""
+    names: list[str] = rule.get("resourceNames") or []
+    return (
+        need.group in rule["apiGroups"]
+        and need.resource in rule["resources"]
+        and need.verb in rule["verbs"]
+        and (not names or (need.name is not None and need.name in names))
+    )
+
+
+def refusals(role: Manifest, needs: Iterable[Need]) -> list[str]:
+    """Why the API server would refuse each need the Role does not grant (empty: all granted)."""
+    namespace = role["metadata"]["namespace"]
+    out = []
+    for need in sorted(needs, key=str):
+        if need.namespace is None:
+            out.append(f"{need}: a Role in {namespace} grants nothing cluster-wide")
+        elif need.namespace != namespace:
+            out.append(f"{need}: the Role is in namespace {namespace}")
+        elif not any(rule_grants(rule, need) for rule in role["rules"]):
+            out.append(f"{need}: no rule of the Role grants it")
+    return out
+
+
+def unused_grants(role: Manifest, needs: Iterable[Need]) -> list[str]:
+    """Each verb, resource and resourceName of the Role no need uses (empty: nothing more than needed)."""
+    needs = [n for n in needs if n.namespace == role["metadata"]["namespace"]]
+    out = []
+    for i, rule in enumerate(role["rules"]):
+        for group, resource, verb in product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+            used = [n for n in needs if (n.group, n.resource, n.verb) == (group, resource, verb)]
+            if not any(rule_grants(rule, n) for n in used):
+                out.append(f"rule {i}: {verb} {group or 'core'}/{resource} is never used")
+        for name in rule.get("resourceNames") or []:
+            if not any(n.name == name and rule_grants(rule, n) for n in needs):
+                out.append(f"rule {i}: resourceName {name!r} is never used")
+    return out
 
 
 class Clock:
@@ -276,10 +351,15 @@ class Clock:
         self.now += seconds
 
 
-def _calls_the_controller_makes(wiring: Wiring) -> set[tuple[str, str, str]]:
+def _calls_the_controller_makes(wiring: Wiring) -> list[Call]:
     api, clock = FakeKubeApi(), Clock()
     target = KubernetesTarget(
-        api, image=wiring.settings.scoring_image, options=wiring.options, clock=clock, sleep=clock.sleep
+        api,
+        namespaces=wiring.namespaces,
+        image=wiring.settings.scoring_image,
+        options=wiring.options,
+        clock=clock,
+        sleep=clock.sleep,
     )
     api.scripts["3"] = ["failed"]
     # every binding with and without an autoscaler (values may change either way on upgrade); the fake
@@ -296,6 +376,7 @@ def _calls_the_controller_makes(wiring: Wiring) -> set[tuple[str, str, str]]:
             target.update(DeploymentSpec(binding=binding, champion_version="3"), deadline=60)
         target.list()
         target.delete(binding.name)
+        target.delete(binding.name)  # deleting what is gone
     settings = wiring.settings
     for identity in (settings.identity, "other-replica"):
         elector = LeaseElector(
@@ -304,21 +385,64 @@ def _calls_the_controller_makes(wiring: Wiring) -> set[tuple[str, str, str]]:
         elector.try_acquire_or_renew()
         elector.try_acquire_or_renew()
         clock.now += 60  # the other replica takes the expired lease over
-    grants = set()
-    for verb, kind, _ in api.calls:
-        group, resource = RESOURCES[kind]
-        grants |= {(group, resource, v) for v in VERBS[verb]}
-    return grants
+    return api.calls
 
 
 def test_controller_role_grants_exactly_the_calls_it_makes(chart: list[Manifest], wiring: Wiring) -> None:
     role = one(chart, "Role", CONTROLLER)
-    granted: set[tuple[str, str, str]] = set()
-    for rule in role["rules"]:
-        names: list[Any] = rule.get("resourceNames", [])
-        assert names in ([], [wiring.settings.lease_name])
-        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    assert granted == _calls_the_controller_makes(wiring)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    # the controller runs as the ServiceAccount bound to this Role, and nothing grants it more cluster-wide
+    binding = one(chart, "RoleBinding", CONTROLLER)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": CONTROLLER, "namespace": NAMESPACE}]
+    assert pod_spec(one(chart, "Deployment", CONTROLLER))["serviceAccountName"] == CONTROLLER  # type: ignore[index]
+    for crb in by_kind(chart, "ClusterRoleBinding"):
+        assert all(s.get("name") != CONTROLLER for s in crb.get("subjects") or []), crb["metadata"]["name"]
+    calls = _calls_the_controller_makes(wiring)
+    needs = needs_of(calls)
+    assert refusals(role, needs) == []  # every call is allowed: namespace, verb and resourceName
+    assert unused_grants(role, needs) == []  # and nothing more is granted
+
+
+def _role(*rules: Manifest) -> Manifest:
+    return {"kind": "Role", "metadata": {"name": "r", "namespace": "ns"}, "rules": list(rules)}
+
+
+LIST_DEPLOYMENTS = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]}
+NAMED_LEASE = {
+    "apiGroups": ["coordination.k8s.io"],
+    "resources": ["leases"],
+    "resourceNames": ["ctl"],
+    "verbs": ["get", "update", "create", "list"],
+}
+
+
+@pytest.mark.parametrize(
+    ("role", "call", "why"),
+    [
+        (_role(LIST_DEPLOYMENTS), Call("list", "Deployment", None, None), "grants nothing cluster-wide"),
+        (_role(LIST_DEPLOYMENTS), Call("list", "Deployment", "other", None), "the Role is in namespace ns"),
+        (_role(NAMED_LEASE), Call("list", "Lease", "ns", None), "no rule"),  # resourceNames never grant list
+        (_role(NAMED_LEASE), Call("create", "Lease", "ns", "ctl"), "no rule"),  # ... nor create
+        (_role(NAMED_LEASE), Call("get", "Lease", "ns", "another"), "no rule"),
+        (_role(LIST_DEPLOYMENTS), Call("get", "Deployment", "ns", "x"), "no rule"),
+        (_role(LIST_DEPLOYMENTS), Call("apply", "Deployment", "ns", "x"), "no rule"),
+    ],
+)
+def test_the_role_check_refuses_what_rbac_refuses(role: Manifest, call: Call, why: str) -> None:
+    assert any(why in reason for reason in refusals(role, needs_of([call])))
+
+
+def test_the_role_check_allows_what_rbac_allows_and_flags_extra_grants() -> None:
+    role = _role(LIST_DEPLOYMENTS, NAMED_LEASE)
+    calls = [Call("list", "Deployment", "ns", None), Call("get", "Lease", "ns", "ctl")]
+    assert refusals(role, needs_of(calls)) == []
+    assert unused_grants(role, needs_of(calls)) == [
+        "rule 1: update coordination.k8s.io/leases is never used",
+        "rule 1: create coordination.k8s.io/leases is never used",
+        "rule 1: list coordination.k8s.io/leases is never used",
+    ]
 
 
 def _schema_keys(node: dict[str, Any]) -> set[str]:

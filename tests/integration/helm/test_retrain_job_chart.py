@@ -33,7 +33,7 @@ from tests.integration.monitoring.conftest import (
     window_batches,
     write,
 )
-from tests.unit.deploy.fake_kube_http import FakeKubeApiServer
+from tests.unit.deploy.fake_kube_http import FakeKubeApiServer, write_kubeconfig
 
 from .conftest import CI_VALUES, NAMESPACE, RELEASE, Manifest, by_kind, one, render
 
@@ -66,22 +66,6 @@ def chart(request: pytest.FixtureRequest, helm_major: str) -> list[Manifest]:
 def kube() -> Iterator[FakeKubeApiServer]:
     with FakeKubeApiServer() as server:
         yield server
-
-
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
-    return path
 
 
 def _monitor_pod(chart: list[Manifest]) -> Manifest:
@@ -137,7 +121,7 @@ def test_the_chart_template_launches_through_the_retrainer(
     retrainer = cluster_retrainer(
         settings.retrain_job_template,
         namespace=settings.retrain_namespace,
-        kubeconfig=_kubeconfig(tmp_path / "kubeconfig", kube.url),
+        kubeconfig=write_kubeconfig(tmp_path / "kubeconfig", kube.url),
     )
     launch = retrainer.launch(
         RetrainRequest(
@@ -232,7 +216,7 @@ def test_monitor_command_launches_the_chart_job_when_drift_fires(
         MODELLOOP_RETRAIN_JOB_TEMPLATE=str(template),
         MODELLOOP_RETRAIN_NAMESPACE=NAMESPACE,
         MODELLOOP_DATA_DIR=str(tmp_path / "data"),
-        KUBECONFIG=str(_kubeconfig(tmp_path / "kubeconfig", kube.url)),
+        KUBECONFIG=str(write_kubeconfig(tmp_path / "kubeconfig", kube.url)),
     )
     start, end = window.iso()
     args = ["--model", name, "--start", start, "--end", end, "--tracking-uri", mlflow_server]

@@ -1,10 +1,16 @@
 """A fake at the Kubernetes client boundary (`deploy.kubernetes.api.KubeApi`): records every call, keeps
-objects in memory, and plays back Deployment statuses scripted per model version."""
+objects in memory, and plays back Deployment statuses scripted per model version.
+
+Each call is recorded as a `Call` with its namespace, so the chart's RBAC can be checked against what the
+code does (tests/integration/helm/test_chart_controller_agreement.py). Like the API server, a call without a
+namespace (a `list` with none, an object without `metadata.namespace`) is a cluster-wide call: it is recorded
+as such (`namespace=None`) and, for `list`, answered from every namespace.
+"""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 from deploy.errors import TemporaryError
 from deploy.kubernetes.api import ConflictError
@@ -40,10 +46,24 @@ def deadline_exceeded(generation: int) -> dict[str, Any]:
     }
 
 
+class Call(NamedTuple):
+    """One `KubeApi` call as the API server would authorize it."""
+
+    verb: str  # the KubeApi method: apply, get, list, delete, create, replace
+    kind: str
+    namespace: str | None  # None: cluster-wide
+    name: str | None  # None for list (a collection, not one object)
+    label_selector: str | None = None
+
+    @property
+    def namespaced(self) -> bool:
+        return bool(self.namespace)
+
+
 class FakeKubeApi:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], Manifest] = {}
-        self.calls: list[tuple[str, str, str]] = []  # (verb, kind, name)
+        self.calls: list[Call] = []
         self.scripts: dict[
             str, list[str]
         ] = {}  # version -> statuses to play: "progressing" | "complete" | "failed"
@@ -51,16 +71,22 @@ class FakeKubeApi:
         self._version = 0
         self.down = False
 
+    @staticmethod
+    def _where(obj: Manifest) -> tuple[str, str | None, str]:
+        return obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]
+
     def _key(self, obj: Manifest) -> tuple[str, str, str]:
         return obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
 
-    def _check(self, verb: str, kind: str, name: str) -> None:
-        self.calls.append((verb, kind, name))
+    def _check(
+        self, verb: str, kind: str, namespace: str | None, name: str | None, label_selector: str | None = None
+    ) -> None:
+        self.calls.append(Call(verb, kind, namespace or None, name, label_selector))
         if self.down:
             raise TemporaryError("fake API down", delay=0.01)
 
     def apply(self, obj: Manifest) -> Manifest:
-        self._check("apply", obj["kind"], obj["metadata"]["name"])
+        self._check("apply", *self._where(obj))
         key = self._key(obj)
         old = self.objects.get(key)
         new = copy.deepcopy(obj)
@@ -85,7 +111,7 @@ class FakeKubeApi:
         )
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
-        self._check("get", kind, name)
+        self._check("get", kind, namespace, name)
         obj = self.objects.get((kind, namespace, name))
         if obj is None:
             return None
@@ -93,24 +119,27 @@ class FakeKubeApi:
             self._play(obj)
         return copy.deepcopy(obj)
 
-    def list(self, api_version: str, kind: str, *, label_selector: str) -> list[Manifest]:
-        self._check("list", kind, label_selector)
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str
+    ) -> list[Manifest]:
+        self._check("list", kind, namespace, None, label_selector)
         wanted = dict(part.split("=", 1) for part in label_selector.split(","))
         out = []
-        for (k, _, _), obj in self.objects.items():
+        for (k, ns, _), obj in self.objects.items():
             labels = obj["metadata"].get("labels") or {}
-            if k == kind and all(labels.get(a) == b for a, b in wanted.items()):
+            in_scope = not namespace or ns == namespace
+            if k == kind and in_scope and all(labels.get(a) == b for a, b in wanted.items()):
                 if kind == "Deployment":
                     self._play(obj)
                 out.append(copy.deepcopy(obj))
         return out
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        self._check("delete", kind, name)
+        self._check("delete", kind, namespace, name)
         self.objects.pop((kind, namespace, name), None)
 
     def create(self, obj: Manifest) -> Manifest:
-        self._check("create", obj["kind"], obj["metadata"]["name"])
+        self._check("create", *self._where(obj))
         key = self._key(obj)
         if key in self.objects:
             raise ConflictError("exists")
@@ -121,7 +150,7 @@ class FakeKubeApi:
         return copy.deepcopy(new)
 
     def replace(self, obj: Manifest) -> Manifest:
-        self._check("replace", obj["kind"], obj["metadata"]["name"])
+        self._check("replace", *self._where(obj))
         key = self._key(obj)
         old = self.objects.get(key)
         if old is None or old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):

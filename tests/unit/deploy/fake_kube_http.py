@@ -14,7 +14,10 @@ import re
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 Manifest = dict[str, Any]
 
@@ -180,4 +183,21 @@ class FakeKubeApiServer:
         return Handler
 
 
-__all__ = ["FakeKubeApiServer", "status_body"]
+__all__ = ["FakeKubeApiServer", "status_body", "write_kubeconfig"]
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig at `path` whose only context points at `server` with a dummy token."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path

@@ -1,16 +1,20 @@
 """The Kubernetes target's apply / wait / rollback logic and the Lease elector, against a fake at the client
-boundary; plus the target contract suite over it."""
+boundary; plus the target contract suite over it, and the namespaced calls of `DynamicKubeApi`."""
+
+from collections.abc import Collection
+from typing import Any
 
 import pytest
 
 from deploy.bindings import parse_bindings
-from deploy.errors import RolloutFailedError
+from deploy.errors import PermanentError, RolloutFailedError
+from deploy.kubernetes.api import DynamicKubeApi
 from deploy.kubernetes.leader import LeaseElector
 from deploy.kubernetes.manifests import VERSION_ANNOTATION
 from deploy.kubernetes.target import KubernetesTarget
 from deploy.target import DeploymentSpec
 
-from .fake_kube import FakeKubeApi
+from .fake_kube import Call, FakeKubeApi
 from .target_contract import TargetContract
 
 [BINDING] = parse_bindings(
@@ -39,8 +43,10 @@ class Clock:
         self.now += seconds
 
 
-def make(api: FakeKubeApi, clock: Clock) -> KubernetesTarget:
-    return KubernetesTarget(api, image="img:1", poll=1.0, clock=clock, sleep=clock.sleep)
+def make(api: FakeKubeApi, clock: Clock, namespaces: Collection[str] = ("ml",)) -> KubernetesTarget:
+    return KubernetesTarget(
+        api, namespaces=namespaces, image="img:1", poll=1.0, clock=clock, sleep=clock.sleep
+    )
 
 
 def spec(version: str) -> DeploymentSpec:
@@ -57,7 +63,7 @@ def test_create_applies_all_objects_and_waits() -> None:
     api.scripts["1"] = ["progressing", "progressing", "complete"]
     state = make(api, clock).create(spec("1"), deadline=60)
     assert state.champion_version == "1" and state.ready
-    applied = [(k, n) for verb, k, n in api.calls if verb == "apply"]
+    applied = [(c.kind, c.name) for c in api.calls if c.verb == "apply"]
     assert applied == [
         ("Deployment", "modelloop-churn"),
         ("Service", "modelloop-churn"),
@@ -115,7 +121,95 @@ class TestKubernetesTargetContract(TargetContract):
     def target(self) -> KubernetesTarget:
         api, clock = FakeKubeApi(), Clock()
         api.scripts["3"] = ["progressing", "failed"]
-        return make(api, clock)
+        return make(api, clock, namespaces=("default", "ml"))  # the contract's bindings are in "default"
+
+
+def test_every_call_is_namespaced_in_the_managed_namespaces() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    target = make(api, clock, namespaces={"ml", "team-b"})
+    target.create(spec("1"), deadline=60)
+    api.scripts["2"] = ["failed"]
+    with pytest.raises(RolloutFailedError):
+        target.update(spec("2"), deadline=60)
+    target.list()
+    target.delete("churn")
+    assert api.calls and all(c.namespaced for c in api.calls)
+    assert {c.namespace for c in api.calls if c.verb != "list"} == {"ml"}
+    lists = {c.namespace for c in api.calls if c.verb == "list"}
+    assert lists == {"ml", "team-b"}  # one namespaced list per managed namespace, never cluster-wide
+
+
+def test_deployments_outside_the_managed_namespaces_are_not_seen() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    make(api, clock, namespaces={"elsewhere"}).create(
+        DeploymentSpec(binding=BINDING.model_copy(update={"namespace": "elsewhere"}), champion_version="1"),
+        deadline=60,
+    )
+    target = make(api, clock)
+    assert target.get("churn") is None and target.list() == []
+    target.delete("churn")
+    assert ("Deployment", "elsewhere", "modelloop-churn") in api.objects
+    target.create(spec("2"), deadline=60)
+    assert [(s.name, s.champion_version) for s in target.list()] == [("churn", "2")]
+    both = make(api, clock, namespaces={"ml", "elsewhere"})
+    assert sorted(s.champion_version for s in both.list()) == ["1", "2"]
+
+
+def test_a_binding_outside_the_managed_namespaces_is_refused() -> None:
+    api, clock = FakeKubeApi(), Clock()
+    with pytest.raises(PermanentError, match="namespace ml is not one this target manages"):
+        make(api, clock, namespaces={"other"}).create(spec("1"), deadline=60)
+    assert api.objects == {} and not [c for c in api.calls if c.verb == "apply"]
+
+
+def test_a_target_needs_its_namespaces() -> None:
+    with pytest.raises(ValueError, match="namespaces"):
+        make(FakeKubeApi(), Clock(), namespaces=())
+
+
+class _Dynamic:
+    """Stands in for `kubernetes.dynamic.DynamicClient`: records the keyword arguments of each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.resources = self
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("get", kwargs))
+        return None
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("delete", kwargs))
+        return None
+
+
+def test_dynamic_api_lists_in_one_namespace_and_refuses_cluster_wide_calls() -> None:
+    api = DynamicKubeApi.__new__(DynamicKubeApi)  # no cluster: the client is a stand-in
+    dyn = _Dynamic()
+    api._dyn = dyn  # type: ignore[assignment]
+    assert api.list("apps/v1", "Deployment", "ml", label_selector="a=b") == []
+    assert dyn.calls[-1] == ("get", {"namespace": "ml", "label_selector": "a=b"})
+    before = len(dyn.calls)
+    for call in (
+        lambda: api.list("apps/v1", "Deployment", "", label_selector="a=b"),
+        lambda: api.get("apps/v1", "Deployment", "", "x"),
+        lambda: api.delete("apps/v1", "Deployment", "", "x"),
+        lambda: api.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}}),
+    ):
+        with pytest.raises(PermanentError, match="cluster-wide calls are not allowed"):
+            call()
+    assert len(dyn.calls) == before  # refused before reaching the API server
+
+
+def test_fake_records_namespaces_and_cluster_wide_lists() -> None:
+    api = FakeKubeApi()
+    api.list("apps/v1", "Deployment", "ml", label_selector="a=b")
+    api.list("apps/v1", "Deployment", label_selector="a=b")
+    assert api.calls == [
+        Call("list", "Deployment", "ml", None, "a=b"),
+        Call("list", "Deployment", None, None, "a=b"),
+    ]
+    assert [c.namespaced for c in api.calls] == [True, False]
 
 
 def test_lease_election() -> None:

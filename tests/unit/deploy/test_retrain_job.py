@@ -30,7 +30,7 @@ from modelloop.cli import cli
 from modelloop.errors import ConfigError, UnavailableError
 from monitoring.retrain import Retrainer, RetrainRequest
 
-from .fake_kube_http import FakeKubeApiServer
+from .fake_kube_http import FakeKubeApiServer, write_kubeconfig
 
 NS = "models"
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -313,27 +313,11 @@ def test_load_job_template_errors(tmp_path: Path) -> None:
     assert load_job_template(good) == TEMPLATE
 
 
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
-    return path
-
-
 def test_cluster_retrainer_falls_back_to_the_kubeconfig(
     kube: FakeKubeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", kube.url)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(TEMPLATE))
     launch = cluster_retrainer(path, kubeconfig=kubeconfig).launch(request())  # namespace from the template
