@@ -12,8 +12,9 @@ verified MLflow webhooks (the bindings of the event's model, at once), and retri
 (with the error's delay, doubled on each consecutive failure up to `max_backoff`). Work is queued per
 binding, so one binding is reconciled by one worker at a time. When a reconcile leaves write-backs the
 registry could not take, the binding is reconciled again soon (which writes them) rather than at the poll.
-With a `leader` elector (Kubernetes Lease), only the leader reconciles. Nothing a reconcile raises stops
-the controller.
+With a `leader` elector (Kubernetes Lease), only the leader reconciles. Every poll also prunes: what a target
+serves under a name no binding of that target has any more (a binding removed from the bindings file, e.g.
+by a `helm upgrade`) is deleted. Nothing a reconcile or a prune raises stops the controller.
 """
 
 from __future__ import annotations
@@ -134,8 +135,26 @@ class Controller:
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
+            self.prune()
             self.enqueue()
             self._stopping.wait(self.poll_interval)
+
+    def prune(self) -> list[str]:
+        """Delete what a target serves for a binding it no longer has; the names deleted."""
+        if self.leader is not None and not self.leader.is_leader():
+            return []
+        pruned = []
+        for kind, target in self.reconciler.targets.items():
+            wanted = {b.name for b in self.bindings.values() if b.target == kind}
+            try:
+                for state in target.list():
+                    if state.name not in wanted:
+                        log.info("binding %s is gone: deleting its %s deployment", state.name, kind)
+                        target.delete(state.name)
+                        pruned.append(state.name)
+            except Exception:
+                log.exception("pruning the %s target failed; trying again at the next poll", kind)
+        return pruned
 
     def _next(self) -> str | None:
         with self._cond:

@@ -6,6 +6,13 @@ asks for probabilities when told to, and maps gRPC status codes to `modelloop.er
 UNAVAILABLE and DEADLINE_EXCEEDED -> UnavailableError, NOT_FOUND -> NotFoundError, INVALID_ARGUMENT ->
 InvalidInputError, RESOURCE_EXHAUSTED -> OversizedInputError, FAILED_PRECONDITION -> ModelLoadError.
 
+Inference calls are retried by gRPC itself (a retry policy in the channel's service config, `RETRY_POLICY`)
+when the server answers UNAVAILABLE or CANCELLED: that is what a call gets when it races a scoring pod's
+graceful shutdown (the server has sent GOAWAY and cancels calls that arrive before the client read it), so
+rolling updates and scale-downs cost callers nothing. Scoring is idempotent; admin calls are never retried.
+Callers using the generated stubs directly get the same by passing `service_config()` as the channel's
+`grpc.service_config` option.
+
     with ScoringClient("127.0.0.1:8081") as client:
         result = client.predict("churn", frame, probabilities=True, request_id="r-1")
         result.predictions, result.probabilities, result.model_version
@@ -13,6 +20,7 @@ InvalidInputError, RESOURCE_EXHAUSTED -> OversizedInputError, FAILED_PRECONDITIO
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +39,20 @@ from .codec import decode_raw, encode_raw, numpy_datatype
 from .grpc_server import PREDICT_OUTPUT, PROBA_OUTPUT
 from .hosting import ModelStatus
 from .status import error_for
+
+RETRY_POLICY: dict[str, Any] = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+}
+
+
+def service_config() -> str:
+    """The channel service config (JSON) retrying inference calls with `RETRY_POLICY`."""
+    method = {"name": [{"service": "inference.GRPCInferenceService"}], "retryPolicy": RETRY_POLICY}
+    return json.dumps({"methodConfig": [method]})
 
 
 @dataclass(frozen=True)
@@ -56,11 +78,14 @@ class ScoringClient:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
+        retries: bool = True,
     ) -> None:
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        if retries:
+            options += [("grpc.enable_retries", 1), ("grpc.service_config", service_config())]
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
             self._channel = grpc.secure_channel(target, creds, options=options)
@@ -239,4 +264,12 @@ def decode_outputs(response: Any) -> dict[str, np.ndarray[Any, Any]]:
     return out
 
 
-__all__ = ["ModelloopError", "PredictResult", "ScoringClient", "build_request", "decode_outputs"]
+__all__ = [
+    "RETRY_POLICY",
+    "ModelloopError",
+    "PredictResult",
+    "ScoringClient",
+    "build_request",
+    "decode_outputs",
+    "service_config",
+]

@@ -12,9 +12,34 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a control plane to start, the `control_plane` tests are deselected (said in one line)."""
+    from tests.kube.control_plane import tool
+
+    if tool() is not None:
+        return
+    kept = [item for item in items if "control_plane" not in item.keywords]
+    dropped = [item for item in items if "control_plane" in item.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        config.stash[_NOT_RUN] = len(dropped)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from tests.kube.control_plane import HOW_TO_RUN
+
+    if config.stash.get(_NOT_RUN, 0):
+        terminalreporter.write_line(f"{HOW_TO_RUN} ({config.stash[_NOT_RUN]} deselected)")
+
+
+_NOT_RUN = pytest.StashKey[int]()
 
 
 @pytest.fixture(scope="session")

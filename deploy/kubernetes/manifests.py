@@ -16,6 +16,9 @@ tests, which check that the chart's scoring objects agree with these. `render_bi
   explicit scale-up / scale-down behaviour.
 - `policy/v1 PodDisruptionBudget`: `maxUnavailable: 1` (a single replica never blocks node drains forever).
 
+Every object carries `modelloop.io/controller: <options.owner>` when an owner is set (the chart's controller
+sets its own name): the controller finds and prunes only the objects it made, even beside another release's.
+
 The prediction-log URL holds a password: it is read from the Secret `prediction_log_secret` (key `url`).
 """
 
@@ -33,6 +36,7 @@ MODEL_ANNOTATION = "modelloop.io/model"
 VERSION_ANNOTATION = "modelloop.io/model-version"
 CHALLENGER_ANNOTATION = "modelloop.io/challenger-version"
 BINDING_LABEL = "modelloop.io/binding"
+CONTROLLER_LABEL = "modelloop.io/controller"  # the controller that owns the objects (and prunes them)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class ServingOptions:
     progress_deadline_seconds: int = 300
     run_as_user: int = 10001
     image_pull_policy: str = "IfNotPresent"
+    owner: str = ""  # the owning controller's name (label CONTROLLER_LABEL); "" adds no label
 
 
 def object_name(binding: Binding) -> str:
@@ -70,8 +75,11 @@ def common_labels(binding: Binding) -> dict[str, str]:
     }
 
 
-def _metadata(binding: Binding) -> dict[str, Any]:
-    return {"name": object_name(binding), "namespace": binding.namespace, "labels": common_labels(binding)}
+def _metadata(binding: Binding, opts: ServingOptions) -> dict[str, Any]:
+    labels = common_labels(binding)
+    if opts.owner:
+        labels[CONTROLLER_LABEL] = opts.owner
+    return {"name": object_name(binding), "namespace": binding.namespace, "labels": labels}
 
 
 def _serve_args(
@@ -185,7 +193,7 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {**_metadata(binding), "annotations": annotations},
+        "metadata": {**_metadata(binding, opts), "annotations": annotations},
         "spec": spec,
     }
 
@@ -194,7 +202,7 @@ def render_service(binding: Binding, *, options: ServingOptions) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(binding),
+        "metadata": _metadata(binding, options),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(binding),
@@ -211,14 +219,14 @@ def render_service(binding: Binding, *, options: ServingOptions) -> Manifest:
     }
 
 
-def render_hpa(binding: Binding) -> Manifest | None:
+def render_hpa(binding: Binding, options: ServingOptions) -> Manifest | None:
     if binding.autoscaling is None:
         return None
     scaling = binding.autoscaling
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(binding),
+        "metadata": _metadata(binding, options),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": object_name(binding)},
             "minReplicas": scaling.min,
@@ -251,11 +259,11 @@ def render_hpa(binding: Binding) -> Manifest | None:
     }
 
 
-def render_pdb(binding: Binding) -> Manifest:
+def render_pdb(binding: Binding, options: ServingOptions) -> Manifest:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(binding),
+        "metadata": _metadata(binding, options),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(binding)}},
     }
 
@@ -276,16 +284,17 @@ def render_binding(
         ),
         render_service(binding, options=opts),
     ]
-    hpa = render_hpa(binding)
+    hpa = render_hpa(binding, opts)
     if hpa is not None:
         objects.append(hpa)
-    objects.append(render_pdb(binding))
+    objects.append(render_pdb(binding, opts))
     return objects
 
 
 __all__ = [
     "BINDING_LABEL",
     "CHALLENGER_ANNOTATION",
+    "CONTROLLER_LABEL",
     "FIELD_MANAGER",
     "MODEL_ANNOTATION",
     "VERSION_ANNOTATION",

@@ -24,6 +24,7 @@ from .api import KubeApi
 from .manifests import (
     BINDING_LABEL,
     CHALLENGER_ANNOTATION,
+    CONTROLLER_LABEL,
     FIELD_MANAGER,
     MODEL_ANNOTATION,
     VERSION_ANNOTATION,
@@ -160,8 +161,15 @@ class KubernetesTarget(DeploymentTarget):
             for dep in self.api.list("apps/v1", "Deployment", namespace, label_selector=label_selector)
         ]
 
+    def _owned(self) -> str:
+        """Label selector of every Deployment this target made."""
+        selector = f"app.kubernetes.io/managed-by={FIELD_MANAGER}"
+        if self.options.owner:
+            selector += f",{CONTROLLER_LABEL}={self.options.owner}"
+        return selector
+
     def _find(self, name: str) -> Manifest | None:
-        found = self._list(f"{BINDING_LABEL}={name},app.kubernetes.io/managed-by={FIELD_MANAGER}")
+        found = self._list(f"{BINDING_LABEL}={name},{self._owned()}")
         return found[0] if found else None
 
     @staticmethod
@@ -187,7 +195,7 @@ class KubernetesTarget(DeploymentTarget):
         return None if dep is None else self._state(dep)
 
     def list(self) -> list[DeploymentState]:
-        deps = self._list(f"app.kubernetes.io/managed-by={FIELD_MANAGER}")
+        deps = self._list(self._owned())
         return [s for s in (self._state(d) for d in deps) if s is not None]
 
     def delete(self, name: str) -> None:

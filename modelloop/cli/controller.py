@@ -89,6 +89,7 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
             prediction_log_secret=settings.prediction_log_secret,
             progress_deadline_seconds=settings.scoring_progress_deadline_seconds,
             min_ready_seconds=settings.scoring_min_ready_seconds,
+            owner=settings.lease_name,
         )
         # the target lists only where its bindings live: the chart's Role is namespaced, not cluster-wide
         namespaces = {b.namespace for b in bindings if b.target == "kubernetes"}

@@ -39,7 +39,7 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_promotion_rollout_and_rollback_on_a_cluster() -> None:
+def test_promotion_rollout_and_rollback_on_a_cluster(cluster: str) -> None:
     tracking = required("MODELLOOP_E2E_TRACKING_URI")
     image = required("MODELLOOP_E2E_IMAGE")
     namespace = os.environ.get("MODELLOOP_E2E_NAMESPACE", "default")

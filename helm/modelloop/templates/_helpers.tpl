@@ -81,9 +81,16 @@ seccompProfile:
 {{- printf "%s-mlflow" (include "modelloop.fullname" .) }}
 {{- end }}
 
-{{/* The tracking URI every in-cluster client uses (the Service's DNS name). */}}
+{{/*
+The tracking URI every modelloop process the chart runs uses: mlflow.external.url when set, else the bundled
+server's Service DNS name.
+*/}}
 {{- define "modelloop.mlflow.url" -}}
+{{- if .Values.mlflow.external.url }}
+{{- .Values.mlflow.external.url | trimSuffix "/" }}
+{{- else }}
 {{- printf "http://%s.%s.svc:%d" (include "modelloop.mlflow.fullname" .) .Release.Namespace (int .Values.mlflow.port) }}
+{{- end }}
 {{- end }}
 
 {{- define "modelloop.mlflow.authSecret" -}}
@@ -142,20 +149,38 @@ string. Call with (dict "root" $ "secret" NAME "key" KEY "length" N).
 {{- end }}
 {{- end }}
 
-{{/* Env of a modelloop process talking to MLflow as the admin user (tracking URI, credentials, logging). */}}
+{{/*
+The Secret (keys `username`, `password`) whose credentials modelloop processes send to MLflow: the bundled
+server's admin Secret, or with an external server mlflow.external.authSecret (empty: no credentials).
+*/}}
+{{- define "modelloop.mlflow.clientSecret" -}}
+{{- if .Values.mlflow.external.url }}
+{{- .Values.mlflow.external.authSecret }}
+{{- else }}
+{{- include "modelloop.mlflow.authSecret" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Env of a modelloop process talking to MLflow (tracking URI, credentials, logging): as the bundled server's
+admin user, or against mlflow.external.url with mlflow.external.authSecret's credentials when that is set
+(no credential env at all otherwise).
+*/}}
 {{- define "modelloop.mlflowClientEnv" -}}
 - name: MODELLOOP_TRACKING_URI
   value: {{ include "modelloop.mlflow.url" . | quote }}
+{{- with include "modelloop.mlflow.clientSecret" . }}
 - name: MLFLOW_TRACKING_USERNAME
   valueFrom:
     secretKeyRef:
-      name: {{ include "modelloop.mlflow.authSecret" . }}
+      name: {{ . }}
       key: username
 - name: MLFLOW_TRACKING_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "modelloop.mlflow.authSecret" . }}
+      name: {{ . }}
       key: password
+{{- end }}
 - name: MODELLOOP_DATA_DIR
   value: /tmp/modelloop
 - name: OMP_NUM_THREADS

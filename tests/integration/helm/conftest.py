@@ -1,7 +1,10 @@
 """Fixtures for the chart tests: the real Helm 3 and Helm 4 binaries (`make helm-bin` fetches them to
 .cache/helm/v3/helm and .cache/helm/v4/helm; MODELLOOP_TEST_HELM3 / MODELLOOP_TEST_HELM4 override), and the
 chart rendered with `helm template` for each values file, cached per session. A missing binary fails the
-tests that need it; nothing is skipped."""
+tests that need it; nothing is skipped.
+
+`render` tells Helm the cluster serves the Prometheus Operator's API (monitoring.coreos.com/v1), as a
+production cluster does, unless a test passes other `api_versions` (e.g. none: a cluster without it)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 RELEASE = "ml"
 NAMESPACE = "models"
 HELM_MAJORS = ["v3", "v4"]
+PROMETHEUS_OPERATOR_API = "monitoring.coreos.com/v1"
+DEFAULT_API_VERSIONS = (PROMETHEUS_OPERATOR_API,)
 
 Manifest = dict[str, Any]
 
@@ -47,8 +52,15 @@ def run_helm(major: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @cache
-def _render(major: str, values: tuple[str, ...], sets: tuple[str, ...]) -> tuple[Manifest, ...]:
+def _render(
+    major: str,
+    values: tuple[str, ...],
+    sets: tuple[str, ...],
+    api_versions: tuple[str, ...] = DEFAULT_API_VERSIONS,
+) -> tuple[Manifest, ...]:
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds"]
+    for version in api_versions:
+        args += ["--api-versions", version]
     for path in values:
         args += ["-f", path]
     for item in sets:
@@ -58,9 +70,16 @@ def _render(major: str, values: tuple[str, ...], sets: tuple[str, ...]) -> tuple
     return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
 
 
-def render(major: str, values: list[Path] | None = None, sets: list[str] | None = None) -> list[Manifest]:
-    """Every object `helm template` renders (test hooks included), parsed."""
-    return list(_render(major, tuple(str(v) for v in values or []), tuple(sets or [])))
+def render(
+    major: str,
+    values: list[Path] | None = None,
+    sets: list[str] | None = None,
+    *,
+    api_versions: tuple[str, ...] = DEFAULT_API_VERSIONS,
+) -> list[Manifest]:
+    """Every object `helm template` renders (test hooks included), parsed. The cluster is taken to serve
+    `api_versions` beyond the built-in ones (default: the Prometheus Operator's; `()` for none)."""
+    return list(_render(major, tuple(str(v) for v in values or []), tuple(sets or []), tuple(api_versions)))
 
 
 @pytest.fixture(params=HELM_MAJORS)

@@ -81,6 +81,18 @@ BAD_VALUES = [
     ({"postgresql": {"bundled": {"enabled": False}}}, "mlflowSecret"),
     ({"mlflow": {"artifacts": {"type": "s3"}}}, "bucket"),
     ({"tests": {"binding": 3}}, "binding"),
+    ({"mlflow": {"external": {"url": "mlflow.example:5000"}}}, "url"),
+    ({"mlflow": {"external": {"url": "ftp://mlflow.example"}}}, "url"),
+    ({"mlflow": {"external": {"authSecret": "mlflow-credentials"}}}, "url"),  # credentials need a server
+    ({"mlflow": {"external": {"token": "x"}}}, "token"),
+    ({"controller": {"replicas": -1}}, "replicas"),
+    ({"controller": {"progressDeadlineSeconds": "5m"}}, "progressDeadlineSeconds"),
+    ({"controller": {"minReadySeconds": -1}}, "minReadySeconds"),
+    ({"monitoring": {"suspend": "yes"}}, "suspend"),
+    (
+        {"postgresql": {"bundled": {"enabled": False}, "external": {"mlflowSecret": "db"}}},
+        "predictionLogSecret",
+    ),
 ]
 
 
@@ -114,6 +126,35 @@ def test_template_guards_name_the_problem(helm_major: str, tmp_path: Path) -> No
     path = _write(tmp_path, {"mlflow": {"replicas": 2}})
     done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
     assert done.returncode != 0 and "mlflow.replicas" in done.stderr
+    # Kubernetes refuses a Deployment whose progress deadline is not longer than minReadySeconds
+    bindings = [{"name": "a", "model": "m"}]
+    path = _write(tmp_path, {"bindings": bindings, "controller": {"progressDeadlineSeconds": 10}})
+    done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode != 0
+    assert "controller.progressDeadlineSeconds" in done.stderr and "controller.minReadySeconds" in done.stderr
+
+
+GOOD_VALUES = [
+    # an external MLflow needs no database Secret for MLflow, nor credentials
+    {
+        "mlflow": {"external": {"url": "https://mlflow.example.com/team-a"}},
+        "postgresql": {"bundled": {"enabled": False}, "external": {"predictionLogSecret": "predlog"}},
+    },
+    {"mlflow": {"external": {"url": "http://mlflow.mlflow.svc:5000", "authSecret": "creds"}}},
+    # the bundled MLflow's own settings are ignored (not checked) with an external one
+    {"mlflow": {"replicas": 3, "external": {"url": "http://mlflow.example:5000"}}},
+    {"controller": {"replicas": 0}, "bindings": [{"name": "a", "model": "m"}]},
+    {"monitoring": {"suspend": True}, "bindings": [{"name": "a", "model": "m"}]},
+]
+
+
+@pytest.mark.parametrize("document", GOOD_VALUES)
+def test_schema_and_guards_accept_good_values(helm_major: str, tmp_path: Path, document: object) -> None:
+    path = _write(tmp_path, document)
+    done = run_helm(helm_major, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_helm(helm_major, "template", RELEASE, str(CHART), "-f", str(path))
+    assert done.returncode == 0, done.stderr
 
 
 def test_fetch_helm_is_idempotent_and_pinned() -> None:
@@ -137,19 +178,30 @@ def test_fetch_helm_is_idempotent_and_pinned() -> None:
         assert shown.stdout == version
 
 
+def _notes(*args: str) -> str:
+    # Helm 4 renders NOTES in a client-only dry run (Helm 3 wants a cluster for that); the cluster it
+    # assumes serves no Prometheus Operator API
+    done = run_helm("v4", "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("NOTES:", 1)[1]
+
+
 @pytest.mark.parametrize("values", VALUES, ids=VALUE_IDS)
 def test_notes_tell_how_to_reach_mlflow_and_call_a_model(values: Path | None) -> None:
-    # Helm 4 renders NOTES in a client-only dry run (Helm 3 wants a cluster for that)
-    args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
-    if values is not None:
-        args += ["-f", str(values)]
-    done = run_helm("v4", *args)
-    assert done.returncode == 0, done.stderr
-    notes = done.stdout.split("NOTES:", 1)[1]
-    assert f"port-forward svc/{RELEASE}-modelloop-mlflow 5000:5000" in notes
-    assert f"get secret {RELEASE}-modelloop-mlflow-auth" in notes
+    notes = _notes(*(["-f", str(values)] if values is not None else []))
+    document = yaml.safe_load(values.read_text(encoding="utf-8")) if values else {}
+    external = document.get("mlflow", {}).get("external", {})
+    if external.get("url"):
+        assert f"MLflow: the external tracking server {external['url']} (mlflow.external.url)" in notes
+        assert "runs no MLflow of its own" in notes
+        assert f'Secret "{external["authSecret"]}"' in notes
+        assert "port-forward svc/" + f"{RELEASE}-modelloop-mlflow" not in notes
+    else:
+        assert "MLflow: the bundled tracking server" in notes
+        assert f"port-forward svc/{RELEASE}-modelloop-mlflow 5000:5000" in notes
+        assert f"get secret {RELEASE}-modelloop-mlflow-auth" in notes
     assert f"helm test {RELEASE}" in notes
-    bindings = (yaml.safe_load(values.read_text(encoding="utf-8")) if values else {}).get("bindings", [])
+    bindings = document.get("bindings", [])
     if bindings:
         first = bindings[0]["name"]
         assert f"port-forward svc/modelloop-{first} 8081:8081" in notes
@@ -157,5 +209,38 @@ def test_notes_tell_how_to_reach_mlflow_and_call_a_model(values: Path | None) ->
         assert (ROOT / "proto" / "inference" / "grpc_predict_v2.proto").is_file()
         for binding in bindings:
             assert f"{binding['name']}: model {binding['model']}" in notes
+        # registration does not hold the install up; the poll covers the time until it completes
+        assert f"Job {RELEASE}-modelloop-webhook-register-1; helm did not wait for it" in notes
+        assert "retries until MLflow answers" in notes and "the poll catches every promotion" in notes
     else:
         assert "No bindings yet" in notes
+        assert "webhook-register" not in notes
+
+
+def test_notes_name_an_external_mlflow_without_credentials() -> None:
+    notes = _notes(
+        "--set",
+        "mlflow.external.url=https://mlflow.example.com",
+        "--set",
+        "bindings[0].name=a,bindings[0].model=m",
+    )
+    assert "MLflow: the external tracking server https://mlflow.example.com" in notes
+    assert "without credentials (mlflow.external.authSecret is empty)" in notes
+    assert f"must reach http://{RELEASE}-modelloop-controller.{NAMESPACE}.svc:8090/webhook" in notes
+
+
+def test_notes_say_which_monitors_were_not_created_and_why() -> None:
+    both = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true"]
+    notes = _notes(*both)
+    assert (
+        "Prometheus monitors NOT created although enabled (metrics.serviceMonitor, metrics.podMonitor)"
+        in notes
+    )
+    why = "does not serve\nmonitoring.coreos.com/v1 (the Prometheus Operator's CRDs are not installed)"
+    assert why in notes
+    assert "Prometheus monitors NOT created" not in _notes()
+    # with an external MLflow there is no MLflow server to scrape: the ServiceMonitor is left out for that
+    notes = _notes(*both, "--set", "mlflow.external.url=http://mlflow.example:5000")
+    assert "Prometheus monitors NOT created although enabled (metrics.podMonitor)" in notes
+    assert "ServiceMonitor NOT created although enabled (metrics.serviceMonitor)" in notes
+    assert "uses an external one" in notes

@@ -1,7 +1,9 @@
 """The chart's MLflow pod run for real on loopback: its init container's script and its server container's
 exact command, flags and environment (Secrets filled with test values, volumes mapped to temporary
-directories) against a real PostgreSQL database. Then the chart's webhook-registration hook Job runs its
-command against that server, with the credentials the chart hands it.
+directories) against a real PostgreSQL database. Then the chart's webhook-registration Job runs its command
+against that server, with the credentials the chart hands it: it fails (so Kubernetes retries it) while no
+MLflow answers, and succeeds, idempotently, once one does; rendered for an external MLflow
+(mlflow.external.url, mlflow.external.authSecret) it reaches the same server with that Secret's credentials.
 
 Shows that what the chart configures works: basic auth on (no anonymous API access, the generated admin
 password accepted), health reachable without auth for the probes, the Service's DNS names accepted as Host
@@ -25,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from deploy.mlflow_server import free_port
+from tests.conftest import scratch_database
 
 from .conftest import CI_VALUES, NAMESPACE, RELEASE, Manifest, one, render
 
@@ -65,20 +67,8 @@ def _mapped(text: str, mounts: dict[str, Path]) -> str:
 
 @pytest.fixture(scope="module")
 def database(postgres_admin_url: str) -> Iterator[str]:
-    name = f"modelloop_chart_{secrets.token_hex(4)}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with scratch_database(postgres_admin_url, "modelloop_chart") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -188,24 +178,82 @@ def test_service_names_are_allowed_hosts_and_others_refused(chart_mlflow: Runnin
     assert _get(chart_mlflow.url + SEARCH, host="attacker.example:5000", auth=admin) in {400, 403}
 
 
-def test_webhook_register_hook_runs_against_the_chart_server(chart_mlflow: Running, tmp_path: Path) -> None:
-    job = one(chart_mlflow.objects, "Job", f"{PREFIX}-webhook-register")
+def _register_command(
+    job: Manifest, tmp_path: Path, secrets_: dict[tuple[str, str], str]
+) -> tuple[list[str], dict[str, str]]:
+    """The Job's command and env as the pod would run them (webhook secret file in tmp_path)."""
     [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "modelloop"]
     secret_file = tmp_path / "secret"
     secret_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
     args = [str(a) for a in container["args"]]
     args[args.index("--secret-file") + 1] = str(secret_file)
-    env = _env(container, chart_mlflow.secrets)
-    env["MODELLOOP_TRACKING_URI"] = chart_mlflow.url
+    env = _env(container, secrets_)
     env["MODELLOOP_DATA_DIR"] = str(tmp_path / "data")
     env["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
-    assert container["command"] == ["python", "-m", "modelloop"]
-    run = [sys.executable, "-m", "modelloop", *args]
+    return [sys.executable, "-m", "modelloop", *args], env
+
+
+def _webhook_id(stdout: str) -> str:
+    return stdout.split("(", 1)[1].split(")", 1)[0]
+
+
+REGISTER = f"{PREFIX}-webhook-register-1"  # named by release revision
+
+
+def test_webhook_register_job_runs_against_the_chart_server(chart_mlflow: Running, tmp_path: Path) -> None:
+    job = one(chart_mlflow.objects, "Job", REGISTER)
+    run, env = _register_command(job, tmp_path, chart_mlflow.secrets)
+    env["MODELLOOP_TRACKING_URI"] = chart_mlflow.url  # the Service's DNS name, on loopback here
     done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     url = f"http://{PREFIX}-controller.{NAMESPACE}.svc:8090/webhook"
     assert url in done.stdout
-    # again (every upgrade runs the hook): updated, not duplicated
+    # again (every upgrade runs a new Job; a restarted pod runs it twice): updated, not duplicated
     again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert done.stdout.split("(")[1].split(")")[0] == again.stdout.split("(")[1].split(")")[0]
+    assert _webhook_id(done.stdout) == _webhook_id(again.stdout)
+
+
+def test_webhook_register_job_fails_while_mlflow_is_down_so_kubernetes_retries(
+    chart_mlflow: Running, tmp_path: Path
+) -> None:
+    job = one(chart_mlflow.objects, "Job", REGISTER)
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure" and job["spec"]["backoffLimit"] > 0
+    run, env = _register_command(job, tmp_path, chart_mlflow.secrets)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    env["MODELLOOP_TRACKING_URI"] = nobody  # nothing listens: MLflow not up yet
+    # in the pod MLflow's client retries for minutes before giving up; here it gives up at once
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode != 0  # the pod's container exits non-zero: the Job restarts it with back-off
+    assert nobody in done.stdout + done.stderr
+    assert chart_mlflow.password not in done.stdout + done.stderr
+
+
+def test_webhook_register_job_for_an_external_mlflow_uses_its_credentials_secret(
+    chart_mlflow: Running, tmp_path: Path
+) -> None:
+    """The chart's MLflow server stands in for a managed one: the release renders no MLflow of its own and
+    its Job signs in with the credentials of mlflow.external.authSecret."""
+    objects = render(
+        "v3",
+        [TRIAL],
+        [f"mlflow.external.url={chart_mlflow.url}/", "mlflow.external.authSecret=managed-mlflow"],
+    )
+    assert not [o for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "mlflow"]
+    job = one(objects, "Job", REGISTER)
+    credentials = {
+        ("managed-mlflow", "username"): "admin",
+        ("managed-mlflow", "password"): chart_mlflow.password,
+    }
+    run, env = _register_command(job, tmp_path, credentials)
+    assert env["MODELLOOP_TRACKING_URI"] == chart_mlflow.url  # as rendered: no override
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # without the Secret (mlflow.external.authSecret empty) no credentials are sent: the server refuses
+    objects = render("v3", [TRIAL], [f"mlflow.external.url={chart_mlflow.url}"])
+    run, env = _register_command(one(objects, "Job", REGISTER), tmp_path, {})
+    assert not {n for n in env if n.startswith("MLFLOW_TRACKING_")}
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0

@@ -1,6 +1,8 @@
 """Properties of the rendered chart (Helm 3 and 4, default and ci/ values): Pod Security "restricted" for
 every pod (the retraining Job template included), pinned images, probes, RBAC without wildcards or Secret
-reads, hook ordering, and standard labels with selectors that never carry a version."""
+reads, hook ordering, the webhook registration as a plain Job per revision, standard labels with selectors
+that never carry a version; an external MLflow (no MLflow objects, every process pointed at it), Prometheus
+monitors only where the operator's API is served, the controller's and the monitoring job's settings."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from .conftest import CI_VALUES, NAMESPACE, RELEASE, Manifest, by_kind, one, pod
 
 PRODUCTION = next(p for p in CI_VALUES if p.stem == "production-values")
 TRIAL = next(p for p in CI_VALUES if p.stem == "trial-values")
+EXTERNAL = next(p for p in CI_VALUES if p.stem == "external-values")
+EXTERNAL_URL = "http://mlflow.example:5000"  # mlflow.external.url in external-values.yaml
 VALUES = [None, *CI_VALUES]
 VALUE_IDS = ["defaults", *(p.stem for p in CI_VALUES)]
 VERSION_LABELS = {"helm.sh/chart", "app.kubernetes.io/version"}
@@ -89,9 +93,14 @@ def _long_running(objects: list[Manifest]) -> list[Manifest]:
     return [o for o in objects if o["kind"] in {"Deployment", "StatefulSet"}]
 
 
+def _uses_external_mlflow(objects: list[Manifest]) -> bool:
+    return not any(o["metadata"]["labels"]["app.kubernetes.io/component"] == "mlflow" for o in objects)
+
+
 def test_long_running_containers_have_probes(rendered: list[Manifest]) -> None:
     running = _long_running(rendered)
-    assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in running} >= {"mlflow"}
+    components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in running}
+    assert components >= ({"controller"} if _uses_external_mlflow(rendered) else {"mlflow"})
     for obj in running:
         spec = pod_spec(obj)
         assert spec is not None
@@ -199,13 +208,11 @@ def _references(spec: Manifest) -> set[tuple[str, str]]:
 def test_hook_ordering(helm_major: str, values: Path) -> None:
     objects = render(helm_major, [values])
     hooks = {(o["kind"], o["metadata"]["name"]): (o, _hook(o)) for o in objects if _hook(o)}
-    register = hooks[("Job", f"{RELEASE}-modelloop-webhook-register")][1]
-    assert register is not None
-    assert register[0] == {
-        "post-install",
-        "post-upgrade",
-    }  # after MLflow, the Secrets and the controller exist
-    assert "before-hook-creation" in register[2]
+    # only the `helm test` objects are hooks: nothing makes `helm install`/`upgrade` wait
+    assert set(hooks) == {
+        ("Pod", f"{RELEASE}-modelloop-test"),
+        ("ConfigMap", f"{RELEASE}-modelloop-test-script"),
+    }
     test_pod = hooks[("Pod", f"{RELEASE}-modelloop-test")][1]
     script = hooks[("ConfigMap", f"{RELEASE}-modelloop-test-script")][1]
     assert test_pod is not None and script is not None
@@ -222,10 +229,33 @@ def test_hook_ordering(helm_major: str, values: Path) -> None:
             other = hooks.get(ref)
             if other is not None:  # a hook resource used by a hook: same event, created first
                 assert other[1] is not None and other[1][0] >= hook[0] and other[1][1] < hook[1], ref
-    # release resources a hook needs are regular objects (they exist before post-install hooks run)
-    for ref in _references(pod_spec(hooks[("Job", f"{RELEASE}-modelloop-webhook-register")][0]) or {}):
-        if ref in present:
-            assert ref not in hooks
+
+
+REGISTER = f"{RELEASE}-modelloop-webhook-register-1"  # `helm template` renders revision 1
+
+
+@pytest.mark.parametrize("values", [TRIAL, PRODUCTION, EXTERNAL], ids=["trial", "production", "external"])
+def test_webhook_registration_is_a_plain_job_per_revision_that_retries(helm_major: str, values: Path) -> None:
+    objects = render(helm_major, [values])
+    [job] = [
+        j
+        for j in by_kind(objects, "Job")
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] == "webhook-register"
+    ]
+    assert job["metadata"]["name"] == REGISTER
+    assert _hook(job) is None  # a hook would make helm wait for MLflow
+    spec = job["spec"]
+    # retries with back-off (container restarts) long enough for MLflow to start, then is cleaned up
+    assert spec["template"]["spec"]["restartPolicy"] == "OnFailure"
+    assert spec["backoffLimit"] >= 10
+    assert spec["activeDeadlineSeconds"] >= 1800
+    assert spec["ttlSecondsAfterFinished"] > 0
+    # what it reads exists as ordinary release objects (or is an existing Secret named in values)
+    present = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for ref in _references(spec["template"]["spec"]):
+        assert ref in present or ref[1] in {"mlflow-credentials"}, ref
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["webhook", "register"]
 
 
 def test_selectors_are_stable_and_labels_standard(rendered: list[Manifest]) -> None:
@@ -350,3 +380,183 @@ def test_monitoring_cronjobs_follow_the_bindings() -> None:
     assert train["args"] == ["train", "--config", "/etc/modelloop/training/config.yaml"]
     config = one(objects, "ConfigMap", f"{RELEASE}-modelloop-training-config")
     assert yaml.safe_load(config["data"]["config.yaml"])["model_name"] == "churn-classifier"
+
+
+# --- an external MLflow tracking server (mlflow.external.url) ---
+
+MLFLOW_ONLY_KINDS = {
+    "Deployment",
+    "Service",
+    "PersistentVolumeClaim",
+    "Secret",
+    "ConfigMap",
+    "ServiceMonitor",
+}
+
+
+def _modelloop_containers(objects: list[Manifest]) -> dict[str, dict[str, Any]]:
+    """Every container running a modelloop process (the Job template in its ConfigMap included), by where."""
+    out = {}
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        assert spec is not None
+        for container in spec["containers"]:
+            if container.get("command", [""])[0] == "python":
+                where = obj["metadata"].get("name") or obj["metadata"]["generateName"]
+                out[f"{obj['kind']} {where}/{container['name']}"] = container
+    return out
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("postgres", ["bundled", "external"])
+def test_external_mlflow_renders_no_mlflow_objects(helm_major: str, postgres: str) -> None:
+    sets = ["monitoring.retrain=true", "networkPolicy.enabled=true"]
+    sets += ["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"]
+    if postgres == "bundled":
+        sets.append("postgresql.bundled.enabled=true")
+    objects = render(helm_major, [EXTERNAL], sets)
+    mlflow = [
+        (o["kind"], o["metadata"]["name"])
+        for o in objects
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == "mlflow"
+        or "mlflow" in o["metadata"]["name"]
+    ]
+    assert mlflow == []
+    assert not by_kind(objects, "ServiceMonitor") and not by_kind(objects, "PersistentVolumeClaim")
+    one(objects, "PodMonitor", f"{RELEASE}-modelloop-scoring")  # the scoring servers are still scraped
+    workload_components = {
+        o["metadata"]["labels"]["app.kubernetes.io/component"] for o in _long_running(objects)
+    }
+    assert workload_components == ({"controller", "postgresql"} if postgres == "bundled" else {"controller"})
+    # MLflow's webhook comes from outside the release: the receiver's port is open, signatures guard it
+    policy = one(objects, "NetworkPolicy", f"{RELEASE}-modelloop-controller")
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "webhook", "protocol": "TCP"}]}]
+
+
+def test_external_release_has_no_postgresql_and_no_mlflow_workload(helm_major: str) -> None:
+    objects = render(helm_major, [EXTERNAL])
+    assert not by_kind(objects, "StatefulSet") and not by_kind(objects, "PersistentVolumeClaim")
+    assert [d["metadata"]["name"] for d in by_kind(objects, "Deployment")] == [
+        f"{RELEASE}-modelloop-controller"
+    ]
+    assert [s["metadata"]["name"] for s in by_kind(objects, "Service")] == [f"{RELEASE}-modelloop-controller"]
+    # the only Secret it makes is the controller's webhook secret
+    assert [s["metadata"]["name"] for s in by_kind(objects, "Secret")] == [f"{RELEASE}-modelloop-webhook"]
+
+
+@pytest.mark.parametrize("auth_secret", ["mlflow-credentials", ""], ids=["with-credentials", "without"])
+def test_every_modelloop_process_uses_the_external_mlflow(helm_major: str, auth_secret: str) -> None:
+    objects = render(
+        helm_major, [EXTERNAL], ["monitoring.retrain=true", f"mlflow.external.authSecret={auth_secret}"]
+    )
+    containers = _modelloop_containers(objects)
+    wheres = {where.split()[0] for where in containers}
+    assert wheres == {"Deployment", "CronJob", "Job", "Pod"}
+    assert any(where.startswith("Job ") and "retrain" in where for where in containers)  # the Job template
+    assert any(where.startswith("Job ") and "webhook-register" in where for where in containers)
+    for where, container in containers.items():
+        env = _env(container)
+        if container["command"] == ["python", "/scripts/helm_test.py"]:
+            args = container["args"]
+            assert args[args.index("--mlflow") + 1] == EXTERNAL_URL, where
+            assert "MLFLOW_TRACKING_PASSWORD" not in env  # /health needs no credentials
+            continue
+        assert env["MODELLOOP_TRACKING_URI"]["value"] == EXTERNAL_URL, where
+        if auth_secret:
+            for name, key in (
+                ("MLFLOW_TRACKING_USERNAME", "username"),
+                ("MLFLOW_TRACKING_PASSWORD", "password"),
+            ):
+                assert env[name]["valueFrom"]["secretKeyRef"] == {"name": auth_secret, "key": key}, where
+        else:
+            assert not {n for n in env if n.startswith("MLFLOW_TRACKING_")}, where
+    controller = containers[f"Deployment {RELEASE}-modelloop-controller/controller"]
+    assert _env(controller)["MODELLOOP_SCORING_TRACKING_URI"]["value"] == EXTERNAL_URL
+
+
+def test_bundled_mlflow_credentials_come_from_its_admin_secret() -> None:
+    objects = render("v3", [TRIAL], ["monitoring.retrain=true"])
+    url = f"http://{RELEASE}-modelloop-mlflow.{NAMESPACE}.svc:5000"
+    for where, container in _modelloop_containers(objects).items():
+        env = _env(container)
+        if "MODELLOOP_TRACKING_URI" not in env:
+            continue
+        assert env["MODELLOOP_TRACKING_URI"]["value"] == url, where
+        ref = env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{RELEASE}-modelloop-mlflow-auth", "key": "password"}, where
+
+
+def test_external_url_is_used_as_given_without_a_trailing_slash() -> None:
+    objects = render("v4", [EXTERNAL], ["mlflow.external.url=https://mlflow.example.com/team-a/"])
+    controller = one(objects, "Deployment", f"{RELEASE}-modelloop-controller")
+    env = _env(controller["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELLOOP_TRACKING_URI"]["value"] == "https://mlflow.example.com/team-a"
+
+
+# --- Prometheus Operator objects only where the cluster serves its API ---
+
+
+@pytest.mark.parametrize("values", [PRODUCTION, TRIAL], ids=["production", "trial"])
+def test_monitors_need_the_prometheus_operator_api(helm_major: str, values: Path) -> None:
+    sets = ["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"]
+    served = render(helm_major, [values], sets)  # --api-versions monitoring.coreos.com/v1
+    assert {o["kind"] for o in served} >= {"ServiceMonitor", "PodMonitor"}
+    absent = render(helm_major, [values], sets, api_versions=())
+    assert not {o["kind"] for o in absent} & {"ServiceMonitor", "PodMonitor"}
+
+    # everything else is the same
+    def rest(objects: list[Manifest]) -> list[str]:
+        return sorted(
+            yaml.safe_dump(o) for o in objects if o["kind"] not in {"ServiceMonitor", "PodMonitor", "Secret"}
+        )
+
+    assert rest(served) == rest(absent)
+    disabled = render(
+        helm_major, [values], ["metrics.serviceMonitor.enabled=false", "metrics.podMonitor.enabled=false"]
+    )
+    assert not {o["kind"] for o in disabled} & {"ServiceMonitor", "PodMonitor"}
+
+
+# --- the controller's and the monitoring job's settings ---
+
+
+def _controller_env(objects: list[Manifest]) -> dict[str, str]:
+    dep = one(objects, "Deployment", f"{RELEASE}-modelloop-controller")
+    return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_controller_passes_the_scoring_deployments_deadlines(helm_major: str) -> None:
+    env = _controller_env(render(helm_major, [TRIAL]))
+    assert env["MODELLOOP_SCORING_PROGRESS_DEADLINE_SECONDS"] == "300"
+    assert env["MODELLOOP_SCORING_MIN_READY_SECONDS"] == "10"
+    sets = ["controller.progressDeadlineSeconds=900", "controller.minReadySeconds=0"]
+    env = _controller_env(render(helm_major, [TRIAL], sets))
+    assert env["MODELLOOP_SCORING_PROGRESS_DEADLINE_SECONDS"] == "900"
+    assert env["MODELLOOP_SCORING_MIN_READY_SECONDS"] == "0"
+
+
+def test_controller_settings_reach_controller_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env names are those ControllerSettings (prefix MODELLOOP_) reads for the two fields."""
+    from deploy.settings import ControllerSettings
+
+    env = _controller_env(render("v3", [TRIAL], ["controller.progressDeadlineSeconds=420"]))
+    for name in ("scoring_progress_deadline_seconds", "scoring_min_ready_seconds"):
+        monkeypatch.setenv(f"MODELLOOP_{name.upper()}", env[f"MODELLOOP_{name.upper()}"])
+    settings = ControllerSettings()
+    assert settings.scoring_progress_deadline_seconds == 420
+    assert settings.scoring_min_ready_seconds == 10
+
+
+def test_controller_may_be_scaled_to_zero(helm_major: str) -> None:
+    objects = render(helm_major, [TRIAL], ["controller.replicas=0"])
+    assert one(objects, "Deployment", f"{RELEASE}-modelloop-controller")["spec"]["replicas"] == 0
+
+
+def test_monitoring_cronjobs_can_be_suspended(helm_major: str) -> None:
+    for sets, suspended in (([], False), (["monitoring.suspend=true"], True)):
+        jobs = by_kind(render(helm_major, [PRODUCTION], sets), "CronJob")
+        assert len(jobs) == 2
+        assert all(job["spec"]["suspend"] is suspended for job in jobs)

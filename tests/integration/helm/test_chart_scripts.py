@@ -1,6 +1,7 @@
 """The two scripts the chart ships in ConfigMaps, taken from the rendered chart and run for real: the
-`helm test` check against a real MLflow server and a real gRPC health service, and the MLflow auth-config
-writer read back by MLflow's own config reader."""
+`helm test` check against a real MLflow server and a real gRPC health service (with the bundled server's URL
+or an external one's, as the test Pod passes it), and the MLflow auth-config writer read back by MLflow's own
+config reader."""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ def test_helm_test_script_fails_naming_what_is_down(
     done = _run(script, "--mlflow", nobody, "--timeout", "5")
     assert done.returncode == 1
     assert done.stdout.startswith(f"mlflow {nobody}: unreachable")
+
+
+def test_helm_test_pod_checks_an_external_mlflow(tmp_path: Path, mlflow_server: str) -> None:
+    """With mlflow.external.url the test Pod checks that server (here a real one on loopback), as given."""
+    objects = render("v4", [TRIAL], [f"mlflow.external.url={mlflow_server}", "tests.binding="])
+    pod = one(objects, "Pod", f"{RELEASE}-modelloop-test")
+    args = [str(a) for a in pod["spec"]["containers"][0]["args"]]
+    assert args[args.index("--mlflow") + 1] == mlflow_server
+    args[args.index("--grpc") : args.index("--grpc") + 2] = []  # no scoring server in this test
+    script = tmp_path / "helm_test.py"
+    script.write_text(one(objects, "ConfigMap", f"{RELEASE}-modelloop-test-script")["data"]["helm_test.py"])
+    done = _run(script, *args, "--timeout", "10")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [f"mlflow {mlflow_server}: ok"]
 
 
 def test_auth_config_writer_produces_what_mlflow_reads(tmp_path: Path) -> None:

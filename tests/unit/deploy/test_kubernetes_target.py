@@ -255,3 +255,29 @@ def test_api_down_means_follower() -> None:
     a = LeaseElector(api, name="l", namespace="ml", identity="a", clock=clock)
     api.down = True
     assert not a.try_acquire_or_renew()
+
+
+def test_an_owner_labels_its_objects_and_sees_only_those() -> None:
+    from deploy.kubernetes.manifests import CONTROLLER_LABEL, ServingOptions
+
+    api, clock = FakeKubeApi(), Clock()
+    mine = KubernetesTarget(
+        api,
+        namespaces=["ml"],
+        image="img:1",
+        options=ServingOptions(owner="a"),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    theirs = KubernetesTarget(
+        api,
+        namespaces=["ml"],
+        image="img:1",
+        options=ServingOptions(owner="b"),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    mine.create(spec("1"), deadline=60)
+    assert {o["metadata"]["labels"][CONTROLLER_LABEL] for o in api.objects.values()} == {"a"}
+    assert [s.name for s in mine.list()] == [BINDING.name]
+    assert theirs.list() == [] and theirs.get(BINDING.name) is None

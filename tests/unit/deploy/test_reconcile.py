@@ -200,3 +200,23 @@ def test_own_tag_events_are_ignored_but_deletions_count(registry: MemoryRegistry
     assert controller._due == {}
     controller.on_event(Event("model_version_tag", "deleted", {"name": "m", "key": "modelloop.rollout"}))
     assert set(controller._due) == {"churn"}
+
+
+def test_poll_prunes_what_no_binding_names_any_more(registry: MemoryRegistry, target: FakeTarget) -> None:
+    registry.aliases[("m", "production")] = "1"
+    registry.aliases[("c", "production")] = "1"
+    Controller([BINDING, CANARY], registry, {"local": target}).reconcile_all()
+    assert {s.name for s in target.list()} == {"churn", "canary"}
+
+    class Follower:
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+        def is_leader(self) -> bool:
+            return False
+
+    follower = Controller([BINDING], registry, {"local": target}, leader=Follower())
+    assert follower.prune() == [] and len(target.list()) == 2  # only the leader deletes
+    controller = Controller([BINDING], registry, {"local": target})  # "canary" removed from the bindings
+    assert controller.prune() == ["canary"]
+    assert [s.name for s in target.list()] == ["churn"]
+    assert controller.prune() == []
