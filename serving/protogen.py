@@ -43,7 +43,7 @@ def generate(out_dir: Path) -> dict[Path, bytes]:
         raise SystemExit("protoc failed")
     tops = sorted({f.parts[0] for f in files if len(f.parts) > 1})
     result: dict[Path, bytes] = {}
-    for path in sorted(out_dir.rglob("*.py*")):
+    for path in sorted(p for p in out_dir.rglob("*") if p.suffix in _SOURCES):
         text = path.read_text()
         for top in tops:
             text = re.sub(rf"^from {top}(\.| import)", rf"from {PACKAGE}.{top}\1", text, flags=re.M)
@@ -57,9 +57,16 @@ def generate(out_dir: Path) -> dict[Path, bytes]:
     return result
 
 
+_SOURCES = {".py", ".pyi"}  # bytecode caches (__pycache__/*.pyc) are not part of the stubs
+
+
 def current() -> dict[Path, bytes]:
     """The checked-in generated files."""
-    return {p.relative_to(OUT_DIR): p.read_bytes() for p in OUT_DIR.rglob("*.py*") if p.is_file()}
+    return {
+        p.relative_to(OUT_DIR): p.read_bytes()
+        for p in OUT_DIR.rglob("*")
+        if p.suffix in _SOURCES and p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def stale_files() -> list[str]:

@@ -2,9 +2,11 @@
 
 The scoring tier writes blocks (one per flushed batch of records of one model version and route); the
 monitoring job reads a window back as one Arrow table; feedback (ground-truth labels keyed by request id)
-sits in a table beside it. SQLite by default, PostgreSQL in production: the same schema and code path.
+sits in a table beside it. SQLite by default, PostgreSQL in production: the same schema and code path,
+versioned by Alembic migrations that `ensure_schema` applies once, whichever process starts first.
 """
 
+from modelloop.predlog.migrate import SchemaError, ensure_schema, head_revision
 from modelloop.predlog.schema import (
     LATENCY_COLUMN,
     META_COLUMNS,
@@ -29,6 +31,9 @@ __all__ = [
     "Feedback",
     "PredictionBatch",
     "PredictionLogStore",
+    "SchemaError",
     "SqlPredictionLog",
+    "ensure_schema",
+    "head_revision",
     "open_prediction_log",
 ]

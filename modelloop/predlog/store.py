@@ -3,7 +3,8 @@
 Contract of `PredictionLogStore`:
 - `write(batch)` stores the batch atomically (all rows or none) and returns; it raises `UnavailableError`
   when the database cannot be reached, so the caller can keep the batch and retry later. It never blocks
-  the caller's event loop on purpose: writers call it from a background thread.
+  the caller's event loop on purpose: writers call it from a background thread. A database whose schema
+  this code cannot use (migrated by a newer modelloop) raises `SchemaError`, a `ConfigError`.
 - `iter_window(model, start, end)` yields Arrow tables, one per stored block overlapping [start, end),
   filtered to rows with `start <= _time < end`, with `_model_version` and `_route` columns added, in
   write order. Memory stays bounded by one block. `read_window` concatenates them.
@@ -11,23 +12,28 @@ Contract of `PredictionLogStore`:
 - Instances are safe to share between threads; `close()` releases the connections.
 
 Storage: one row per flushed batch in `modelloop_prediction_blocks` (an Arrow IPC stream, LZ4-compressed,
-in a blob), so a million records come back in about a second; feedback in `modelloop_feedback`.
+in a blob), so a million records come back in about a second; feedback in `modelloop_feedback`. The tables
+are made and changed by migrations (`modelloop.predlog.migrate.ensure_schema`), at construction unless
+`create=False`, else before the first read or write; any number of processes may start at once.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from modelloop.errors import ConfigError, UnavailableError
+from modelloop.predlog.migrate import ensure_schema
 from modelloop.predlog.schema import (
     ROUTE_COLUMN,
     TIME_COLUMN,
@@ -35,37 +41,10 @@ from modelloop.predlog.schema import (
     Feedback,
     PredictionBatch,
 )
+from modelloop.predlog.tables import blocks_table, feedback_table
 
 BLOCK_FORMAT = "arrow-ipc-lz4"
-
-_metadata = sa.MetaData()
-
-blocks_table = sa.Table(
-    "modelloop_prediction_blocks",
-    _metadata,
-    sa.Column(
-        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
-    ),
-    sa.Column("model_name", sa.String(256), nullable=False),
-    sa.Column("model_version", sa.String(64), nullable=False),
-    sa.Column("route", sa.String(32), nullable=False),
-    sa.Column("t_start", sa.Float(precision=53), nullable=False),
-    sa.Column("t_end", sa.Float(precision=53), nullable=False),
-    sa.Column("n_rows", sa.Integer, nullable=False),
-    sa.Column("format", sa.String(32), nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Index("ix_modelloop_blocks_model_time", "model_name", "t_start", "t_end"),
-)
-
-feedback_table = sa.Table(
-    "modelloop_feedback",
-    _metadata,
-    sa.Column("request_id", sa.String(128), primary_key=True),
-    sa.Column("model_name", sa.String(256), nullable=True),
-    sa.Column("label", sa.Text, nullable=False),
-    sa.Column("time", sa.Float(precision=53), nullable=False),
-    sa.Index("ix_modelloop_feedback_time", "time"),
-)
+SQLITE_BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for another process's write lock
 
 
 class PredictionLogStore(abc.ABC):
@@ -132,21 +111,26 @@ class SqlPredictionLog(PredictionLogStore):
         if self._engine.dialect.name == "sqlite":
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         self._created = False
+        self._create_lock = threading.Lock()
         if create:
-            self._ensure_tables()
+            try:
+                self._ensure_tables()
+            except BaseException:
+                self._engine.dispose()
+                raise
 
     @property
     def dialect(self) -> str:
         return str(self._engine.dialect.name)
 
     def _ensure_tables(self) -> None:
+        """Migrate the schema to head once per instance (`UnavailableError`, `SchemaError`: see `migrate`)."""
         if self._created:
             return
-        try:
-            _metadata.create_all(self._engine, checkfirst=True)
-        except SQLAlchemyError as exc:
-            raise UnavailableError(f"prediction log database unreachable ({type(exc).__name__})") from exc
-        self._created = True
+        with self._create_lock:
+            if not self._created:
+                ensure_schema(self._engine)
+                self._created = True
 
     def write(self, batch: PredictionBatch) -> None:
         if batch.num_rows == 0:
@@ -156,8 +140,8 @@ class SqlPredictionLog(PredictionLogStore):
             "model_name": batch.model_name,
             "model_version": batch.model_version,
             "route": str(batch.route),
-            "t_start": float(pa.compute.min(times).as_py()),
-            "t_end": float(pa.compute.max(times).as_py()),
+            "t_start": float(pc.min(times).as_py()),
+            "t_end": float(pc.max(times).as_py()),
             "n_rows": batch.num_rows,
             "format": BLOCK_FORMAT,
             "payload": _encode(batch.table),
@@ -197,9 +181,7 @@ class SqlPredictionLog(PredictionLogStore):
                 for version, route, payload in rows:
                     table = _decode(payload)
                     times = table.column(TIME_COLUMN)
-                    mask = pa.compute.and_(
-                        pa.compute.greater_equal(times, start), pa.compute.less(times, end)
-                    )
+                    mask = pc.and_(pc.greater_equal(times, start), pc.less(times, end))
                     table = table.filter(mask)
                     if table.num_rows == 0:
                         continue
@@ -282,14 +264,16 @@ class SqlPredictionLog(PredictionLogStore):
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # the busy timeout first: switching a new file to WAL takes the write lock, and without a timeout a
+    # process starting beside others fails at once with "database is locked"
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
 
 
 def open_prediction_log(url: str) -> SqlPredictionLog:
-    """Open (and create if needed) the prediction log at a SQLAlchemy URL."""
+    """Open the prediction log at a SQLAlchemy URL, its schema migrated to head (created if empty)."""
     return SqlPredictionLog(url)
 
 

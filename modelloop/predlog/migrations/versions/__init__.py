@@ -1,0 +1,1 @@
+"""The revisions of the prediction-log schema, oldest first (Alembic ignores this file)."""
