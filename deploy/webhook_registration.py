@@ -2,7 +2,10 @@
 
 Called by `modelloop webhook register`. Idempotent: a webhook with the same name is updated in place
 (URL, events, secret, status ACTIVE) instead of created twice. Uses `MlflowClient.create_webhook` /
-`update_webhook` (MLflow >= 3.3; the server needs the SQL backend).
+`update_webhook` (MLflow >= 3.3; the server needs the SQL backend). The events registered are
+`deploy.webhook.EVENTS`, the same list the receiver acts on: a delivery of any other type (say the webhook was
+widened in the MLflow UI) is answered 202 and ignored, counted in `modelloop_webhook_refused_total{reason=
+"ignored_event"}`.
 """
 
 from __future__ import annotations

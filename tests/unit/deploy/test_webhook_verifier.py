@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from deploy.webhook import RejectedError, WebhookVerifier, sign
+from deploy.webhook import REFUSAL_REASONS, RejectedError, WebhookVerifier, sign
 
 NOW = 1_800_000_000.0
 BODY = json.dumps(
@@ -40,19 +40,20 @@ def test_matches_mlflow_signature() -> None:
 
 
 @pytest.mark.parametrize(
-    ("hdrs", "body", "reason"),
+    ("hdrs", "body", "message", "label"),
     [
-        (headers(secret="wrong"), BODY, "bad signature"),
-        (headers(), BODY.replace('"2"', '"3"'), "bad signature"),
-        (headers(ts=NOW - 301), BODY, "stale"),
-        (headers(ts=NOW + 3600), BODY, "stale"),
-        ({"X-MLflow-Timestamp": str(int(NOW))}, BODY, "missing"),
-        ({**headers(), "X-MLflow-Timestamp": "soon"}, BODY, "malformed"),
+        (headers(secret="wrong"), BODY, "bad signature", "bad_signature"),
+        (headers(), BODY.replace('"2"', '"3"'), "bad signature", "bad_signature"),
+        (headers(ts=NOW - 301), BODY, "stale", "stale"),
+        (headers(ts=NOW + 3600), BODY, "stale", "stale"),
+        ({"X-MLflow-Timestamp": str(int(NOW))}, BODY, "missing", "missing_headers"),
+        ({**headers(), "X-MLflow-Timestamp": "soon"}, BODY, "malformed", "malformed"),
     ],
 )
-def test_rejections(hdrs: dict[str, str], body: str, reason: str) -> None:
-    with pytest.raises(RejectedError, match=reason):
+def test_rejections(hdrs: dict[str, str], body: str, message: str, label: str) -> None:
+    with pytest.raises(RejectedError, match=message) as info:
         verifier().verify(hdrs, body.encode())
+    assert info.value.reason == label and info.value.reason in REFUSAL_REASONS
 
 
 def test_replay_rejected_but_forgery_does_not_burn_the_id() -> None:
@@ -62,7 +63,7 @@ def test_replay_rejected_but_forgery_does_not_burn_the_id() -> None:
     v.verify(headers(), BODY.encode())
     with pytest.raises(RejectedError, match="replayed") as info:
         v.verify(headers(), BODY.encode())
-    assert info.value.status == 409
+    assert (info.value.status, info.value.reason) == (409, "replay")
 
 
 def test_signed_garbage_body_is_rejected() -> None:
