@@ -32,7 +32,8 @@ from .errors import TemporaryError
 from .reconcile import Reconciler, Result
 from .registry import Registry
 from .target import DeploymentTarget
-from .webhook import Event, WebhookServer, WebhookVerifier
+from .webhook import Event, WebhookVerifier
+from .webhook_http import WebhookServer
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import mlflow
 from click.testing import CliRunner
 
-from deploy.webhook import Event, WebhookServer, WebhookVerifier
+from deploy.webhook import Event, WebhookVerifier
+from deploy.webhook_http import WebhookServer
 from modelloop.cli import cli
 
 from .conftest import Registered

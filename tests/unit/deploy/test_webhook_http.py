@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from deploy.bindings import parse_bindings
 from deploy.controller import Controller
 from deploy.fake import FakeTarget
-from deploy.webhook import EVENTS, MAX_BODY, REFUSAL_REASONS, Event, WebhookServer, WebhookVerifier, sign
+from deploy.webhook import EVENTS, MAX_BODY, REFUSAL_REASONS, Event, WebhookVerifier, sign
+from deploy.webhook_http import WebhookServer
 
 from .memory_registry import MemoryRegistry
 
