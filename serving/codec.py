@@ -3,7 +3,8 @@
 Called by the gRPC adapter (`serving.grpc_server`) to decode `ModelInferRequest` inputs into
 `serving.schema.InputTensor`s and to encode outputs, in the encoding the request used (raw in, raw out), and
 by `serving.client` for the other direction. BYTES elements in raw form are each preceded by their length as
-a 4-byte little-endian unsigned integer. Errors name the input and the problem, never the data.
+a 4-byte little-endian unsigned integer. Errors name the input (cut by `serving.errors.clip`) and the
+problem, never the data.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from modelloop.errors import InvalidInputError
 
+from .errors import clip
 from .schema import InputTensor
 
 #: datatype -> (numpy little-endian dtype, InferTensorContents field)
@@ -43,7 +45,7 @@ def _shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
     dims = tuple(shape)  # int64 values already
     if not dims or min(dims) < 0:
         raise InvalidInputError(
-            f"input '{name}' has shape {list(dims)}; every dimension must be given and >= 0"
+            f"input '{clip(name)}' has shape {clip(list(dims))}; every dimension must be given and >= 0"
         )
     return dims
 
@@ -58,12 +60,12 @@ def decode_inputs(request: Any) -> list[InputTensor]:
         name = tensor.name
         datatype = tensor.datatype
         if datatype not in DATATYPES:
-            raise InvalidInputError(f"input '{name}' has unknown datatype '{datatype[:16]}'")
+            raise InvalidInputError(f"input '{clip(name)}' has unknown datatype '{clip(datatype)}'")
         shape = _shape(name, tensor.shape)
         size = math.prod(shape)
         if raw:
             if tensor.HasField("contents"):
-                raise InvalidInputError(f"input '{name}' has typed contents and raw_input_contents")
+                raise InvalidInputError(f"input '{clip(name)}' has typed contents and raw_input_contents")
             data = decode_raw(name, datatype, raw[i], size)
         else:
             data = _decode_typed(name, datatype, tensor.contents, size)
@@ -78,7 +80,7 @@ def decode_raw(name: str, datatype: str, payload: bytes, size: int) -> np.ndarra
     need = size * _ITEMSIZE[datatype]
     if len(payload) != need:
         raise InvalidInputError(
-            f"input '{name}': raw contents hold {len(payload)} bytes; "
+            f"input '{clip(name)}': raw contents hold {len(payload)} bytes; "
             f"{size} {datatype} element(s) need {need}"
         )
     return np.frombuffer(payload, dtype=dtype)
@@ -89,16 +91,20 @@ def _split_bytes(name: str, payload: bytes, size: int) -> np.ndarray[Any, Any]:
     pos, end = 0, len(payload)
     for i in range(size):
         if pos + 4 > end:
-            raise InvalidInputError(f"input '{name}': raw BYTES contents end before element {i} of {size}")
+            raise InvalidInputError(
+                f"input '{clip(name)}': raw BYTES contents end before element {i} of {size}"
+            )
         (length,) = _LEN.unpack_from(payload, pos)
         pos += 4
         if pos + length > end:
-            raise InvalidInputError(f"input '{name}': raw BYTES element {i} is longer than the data left")
+            raise InvalidInputError(
+                f"input '{clip(name)}': raw BYTES element {i} is longer than the data left"
+            )
         out[i] = payload[pos : pos + length]
         pos += length
     if pos != end:
         raise InvalidInputError(
-            f"input '{name}': raw BYTES contents have {end - pos} bytes after {size} elements"
+            f"input '{clip(name)}': raw BYTES contents have {end - pos} bytes after {size} elements"
         )
     return out
 
@@ -106,15 +112,15 @@ def _split_bytes(name: str, payload: bytes, size: int) -> np.ndarray[Any, Any]:
 def _decode_typed(name: str, datatype: str, contents: Any, size: int) -> np.ndarray[Any, Any]:
     dtype, field = DATATYPES[datatype]
     if not field:
-        raise InvalidInputError(f"input '{name}': {datatype} can only be sent as raw_input_contents")
+        raise InvalidInputError(f"input '{clip(name)}': {datatype} can only be sent as raw_input_contents")
     values = getattr(contents, field)
     if len(values) != size:
         raise InvalidInputError(
-            f"input '{name}' has {len(values)} element(s) in {field}; its shape needs {size}"
+            f"input '{clip(name)}' has {len(values)} element(s) in {field}; its shape needs {size}"
         )
     for other in DATATYPES.values():
         if other[1] and other[1] != field and len(getattr(contents, other[1])):
-            raise InvalidInputError(f"input '{name}' is {datatype} but has values in {other[1]}")
+            raise InvalidInputError(f"input '{clip(name)}' is {datatype} but has values in {other[1]}")
     if datatype == "BYTES":
         out = np.empty(size, dtype=object)
         out[:] = list(values)
@@ -122,7 +128,7 @@ def _decode_typed(name: str, datatype: str, contents: Any, size: int) -> np.ndar
     try:
         return np.asarray(values, dtype=np.dtype(dtype).newbyteorder("="))
     except OverflowError:
-        raise InvalidInputError(f"input '{name}' has values out of range for {datatype}") from None
+        raise InvalidInputError(f"input '{clip(name)}' has values out of range for {datatype}") from None
 
 
 # encoding -----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from modelloop.errors import ConfigError, NotFoundError
 from modelloop.registry import Role, Route
 
 from .batcher import AfterBatch, Batcher
-from .errors import NotReadyError
+from .errors import NotReadyError, clip
 from .metrics import ServingMetrics
 from .model_host import LoadedModel
 
@@ -101,7 +101,7 @@ class ModelHost:
     def slot(self, name: str) -> ModelSlot:
         slot = self._slots.get(name)
         if slot is None:
-            raise NotFoundError(f"model {name} is not served here")
+            raise NotFoundError(f"model {clip(name)} is not served here")
         return slot
 
     def route(self, name: str, version: str = "") -> tuple[Deployment, Route, Deployment | None]:
@@ -113,7 +113,7 @@ class ModelHost:
                 return slot.champion, Route.CHAMPION, None
             if challenger is not None and version == challenger.version:
                 return challenger, Route.CHALLENGER, None
-            raise NotFoundError(f"model {name} has no version {version} served here")
+            raise NotFoundError(f"model {clip(name)} has no version {clip(version)} served here")
         if challenger is None:
             return slot.champion, Route.CHAMPION, None
         if slot.mode == "shadow":
@@ -163,12 +163,12 @@ class ModelHost:
         if role == Role.CHALLENGER:
             mode = mode or "shadow"
             if mode not in MODES:
-                raise ConfigError(f"challenger mode must be shadow or canary, not {mode[:20]!r}")
+                raise ConfigError(f"challenger mode must be shadow or canary, not '{clip(mode)}'")
             share = 0.1 if canary_share is None else float(canary_share)
             if not 0.0 <= share <= 1.0:
                 raise ConfigError("canary share must be between 0 and 1")
             if name not in self._slots:
-                raise NotFoundError(f"model {name} has no champion here; load the champion first")
+                raise NotFoundError(f"model {clip(name)} has no champion here; load the champion first")
         async with self._locks.setdefault(name, asyncio.Lock()):
             slot = self._slots.get(name)
             current = None if slot is None else (slot.champion if role == Role.CHAMPION else slot.challenger)
@@ -239,7 +239,7 @@ class ModelHost:
 
 def ensure_serving(host: ModelHost, name: str) -> None:
     if not host.ready(name):
-        raise NotReadyError(f"model {name} is not ready")
+        raise NotReadyError(f"model {clip(name)} is not ready")
 
 
 __all__ = ["MODES", "BatchingConfig", "Deployment", "ModelHost", "ModelSlot", "ModelStatus", "ensure_serving"]

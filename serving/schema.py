@@ -4,7 +4,7 @@ Called by `serving.model_host` when a version loads (`ModelSchema.from_signature
 every request (`ModelSchema.validate`). Inputs arrive as transport-neutral `InputTensor`s (decoded by
 `serving.codec`): one 1-D tensor per signature column, named after it, or one 2-D tensor for a model whose
 columns are all numeric. `validate` returns `Features`, the form a batch is predicted on. Every error
-names the column and the problem and never echoes a value.
+names the column (cut by `serving.errors.clip`) and the problem and never echoes a value.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from modelloop.errors import InvalidInputError
 
-from .errors import ModelLoadError, OversizedInputError
+from .errors import ModelLoadError, OversizedInputError, clip, clip_names
 
 Kind = Literal["float", "int", "bool", "string"]
 
@@ -136,7 +136,7 @@ class ModelSchema:
         for spec in signature.inputs.inputs:
             type_name = str(getattr(spec.type, "name", spec.type))
             if type_name not in _MLFLOW_TYPES:
-                raise ModelLoadError(f"signature column '{spec.name}' has unsupported type {type_name}")
+                raise ModelLoadError(f"signature column '{clip(spec.name)}' has unsupported type {type_name}")
             kind, datatype, dtype = _MLFLOW_TYPES[type_name]
             columns.append(Column(spec.name, kind, datatype, dtype, bool(getattr(spec, "required", True))))
         prediction_datatype = "FP64"
@@ -162,26 +162,26 @@ class ModelSchema:
         by_name: dict[str, InputTensor] = {}
         for t in tensors:
             if t.name in by_name:
-                raise InvalidInputError(f"input '{t.name}' given more than once")
+                raise InvalidInputError(f"input '{clip(t.name)}' given more than once")
             by_name[t.name] = t
         unknown = sorted(set(by_name) - set(names))
         if unknown:
-            raise InvalidInputError(f"unknown column(s): {', '.join(unknown)}; the model takes {len(names)}")
+            raise InvalidInputError(f"unknown column(s): {clip_names(unknown)}; the model takes {len(names)}")
         missing = [c.name for c in self.columns if c.required and c.name not in by_name]
         if missing:
-            raise InvalidInputError(f"missing required column(s): {', '.join(missing)}")
+            raise InvalidInputError(f"missing required column(s): {clip_names(missing)}")
         n_rows = -1
         first = ""
         for t in tensors:
             if len(t.shape) not in (1, 2) or (len(t.shape) == 2 and t.shape[1] != 1):
                 raise InvalidInputError(
-                    f"column '{t.name}' has shape {list(t.shape)}; expected [rows] or [rows, 1]"
+                    f"column '{clip(t.name)}' has shape {clip(list(t.shape))}; expected [rows] or [rows, 1]"
                 )
             if n_rows < 0:
                 n_rows, first = t.shape[0], t.name
             elif t.shape[0] != n_rows:
                 raise InvalidInputError(
-                    f"column '{t.name}' has {t.shape[0]} rows but column '{first}' has {n_rows}"
+                    f"column '{clip(t.name)}' has {t.shape[0]} rows but column '{clip(first)}' has {n_rows}"
                 )
         self._check_rows(n_rows)
         out: dict[str, np.ndarray[Any, Any]] = {}
@@ -207,20 +207,21 @@ class ModelSchema:
         names = self.names
         if not self.all_numeric:
             raise InvalidInputError(
-                f"input '{t.name}' is not a column of the model; a single 2-D input is only accepted "
+                f"input '{clip(t.name)}' is not a column of the model; a single 2-D input is only accepted "
                 "when every column is numeric: send one input per column"
             )
         if t.datatype not in self._matrix_datatypes:
             for c in self.columns:
                 if t.datatype not in ACCEPTED[c.kind]:
                     raise InvalidInputError(
-                        f"input '{t.name}' has datatype {t.datatype}; column '{c.name}' expects "
+                        f"input '{clip(t.name)}' has datatype {t.datatype}; column '{clip(c.name)}' expects "
                         f"{c.datatype}: send a tensor of that type or one input per column"
                     )
         n_rows, n_cols = t.shape
         if n_cols != len(names):
             raise InvalidInputError(
-                f"input '{t.name}' has {n_cols} columns; the model takes {len(names)} ({names[0]}, ...)"
+                f"input '{clip(t.name)}' has {n_cols} columns; "
+                f"the model takes {len(names)} ({clip(names[0])}, ...)"
             )
         self._check_rows(n_rows)
         if not self.all_float:  # integer columns: each checked and converted like a column input
@@ -242,23 +243,25 @@ class ModelSchema:
             required = [c.name for c, bad in zip(self.columns, nan_cols, strict=True) if bad and c.required]
             if required:
                 raise InvalidInputError(
-                    f"column(s) {', '.join(required)} contain NaN; the schema requires a value"
+                    f"column(s) {clip_names(required)} contain NaN; the schema requires a value"
                 )
         return Features(n_rows, matrix=matrix)
 
     def _column(self, col: Column, t: InputTensor, *, reject_unseen: bool) -> np.ndarray[Any, Any]:
         if t.datatype not in ACCEPTED[col.kind]:
             raise InvalidInputError(
-                f"column '{col.name}' has datatype {t.datatype}; the model expects {col.datatype}"
+                f"column '{clip(col.name)}' has datatype {t.datatype}; the model expects {col.datatype}"
             )
         data = t.data.reshape(-1)
         if col.kind == "float":
             data = data.astype(np.float64 if col.dtype == "float64" else np.float32, copy=False)
             if col.required and np.isnan(data).any():
-                raise InvalidInputError(f"column '{col.name}' contains NaN; the schema requires a value")
+                raise InvalidInputError(
+                    f"column '{clip(col.name)}' contains NaN; the schema requires a value"
+                )
         elif col.kind == "int":
             if t.datatype == "UINT64" and col.dtype == "int64" and (data > np.iinfo(np.int64).max).any():
-                raise InvalidInputError(f"column '{col.name}' has values out of range for INT64")
+                raise InvalidInputError(f"column '{clip(col.name)}' has values out of range for INT64")
             data = data.astype(col.dtype, copy=False)
         elif col.kind == "string":
             data = _decode_strings(col.name, data)
@@ -267,7 +270,8 @@ class ModelSchema:
                 unseen = int(sum(1 for v in data if v not in known))
                 if unseen:
                     raise InvalidInputError(
-                        f"column '{col.name}' has {unseen} value(s) that are not categories seen in training"
+                        f"column '{clip(col.name)}' has {unseen} value(s) that are not categories seen in "
+                        "training"
                     )
         return data
 
@@ -278,7 +282,7 @@ def _decode_strings(name: str, data: np.ndarray[Any, Any]) -> np.ndarray[Any, An
         for i, v in enumerate(data):
             out[i] = v.decode("utf-8") if isinstance(v, bytes) else str(v)
     except UnicodeDecodeError:
-        raise InvalidInputError(f"column '{name}' holds bytes that are not valid UTF-8") from None
+        raise InvalidInputError(f"column '{clip(name)}' holds bytes that are not valid UTF-8") from None
     return out
 
 
@@ -287,7 +291,7 @@ def _missing_column(col: Column, n_rows: int) -> np.ndarray[Any, Any]:
         return np.full(n_rows, np.nan, dtype=col.dtype)
     if col.kind == "string":
         return np.full(n_rows, None, dtype=object)
-    raise InvalidInputError(f"missing column '{col.name}' has no missing-value representation")
+    raise InvalidInputError(f"missing column '{clip(col.name)}' has no missing-value representation")
 
 
 def _output_datatype(spec: Any) -> str:

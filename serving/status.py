@@ -7,7 +7,10 @@
     ModelLoadError               FAILED_PRECONDITION
     anything else                INTERNAL with a generic message; the details go to the server log
 
-Messages of modelloop errors are written for people and never hold request data, so they are passed on.
+Messages of modelloop errors are written for people and never hold request data, so they are passed on;
+caller strings in them are cut by `serving.errors.clip`, and the whole message by `bounded_details` to
+`MAX_DETAILS_BYTES` (UTF-8): gRPC sends it percent-encoded in the `grpc-message` header, and a header over
+the peer's metadata limit (8 KiB soft) would turn the real code into RESOURCE_EXHAUSTED.
 Client side, the codes map back (`error_for`); grpc's own RESOURCE_EXHAUSTED for the concurrency limit is
 overload, so it becomes UnavailableError (retry), not OversizedInputError.
 """
@@ -29,7 +32,7 @@ from modelloop.errors import (
     UnavailableError,
 )
 
-from .errors import ModelLoadError, OversizedInputError
+from .errors import CLIP_MARK, ModelLoadError, OversizedInputError
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +63,32 @@ _CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded"
 
 INTERNAL_MESSAGE = "internal error while handling the request; the details are in the server log"
 
+#: most UTF-8 bytes of a status message; percent-encoded (at most 3 bytes each) it stays far below the
+#: 8 KiB soft limit gRPC puts on a response's metadata
+MAX_DETAILS_BYTES = 1024
+
+
+def bounded_details(message: str, limit: int = MAX_DETAILS_BYTES) -> str:
+    """`message` cut to at most `limit` UTF-8 bytes (on a character boundary, ending with `CLIP_MARK`)."""
+    encoded = message.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return message
+    keep = limit - len(CLIP_MARK.encode())
+    return encoded[:keep].decode("utf-8", "ignore") + CLIP_MARK
+
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failed call answers with."""
     for cls, code in _TO_CODE:
         if isinstance(exc, cls):
-            return code, str(exc)
+            return code, bounded_details(str(exc))
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
 def error_for(code: grpc.StatusCode, details: str | None) -> ModelloopError:
-    """The modelloop error a client raises for a failed call."""
+    """The modelloop error a client raises for a failed call (the details bounded like the server's)."""
     cls = _FROM_CODE.get(code, ModelloopError)
-    message = details or code.name
+    message = bounded_details(details or code.name)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _CONCURRENCY_LIMIT in message:
         # grpc's own answer when `max_concurrent_rpcs` calls are in flight: overload, worth a retry
         return UnavailableError(f"the scoring server is at its concurrency limit; retry later ({message})")
@@ -102,4 +118,11 @@ def maps_errors(method: M) -> M:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["INTERNAL_MESSAGE", "error_for", "maps_errors", "status_for"]
+__all__ = [
+    "INTERNAL_MESSAGE",
+    "MAX_DETAILS_BYTES",
+    "bounded_details",
+    "error_for",
+    "maps_errors",
+    "status_for",
+]
