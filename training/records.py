@@ -67,10 +67,13 @@ COMPARISON_TABLE_PATH = "comparison/test_metrics.json"
 def connect(tracking_uri: str) -> MlflowClient:
     """A client for the tracking server, after checking it answers."""
     if tracking_uri.startswith(("http://", "https://")):
-        try:
-            response = requests.get(tracking_uri.rstrip("/") + "/health", timeout=10)
-            response.raise_for_status()
-        except requests.RequestException:
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+
+        try:  # through MLflow's own HTTP layer: its credential and TLS variables apply (MLFLOW_TRACKING_*)
+            creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
+            http_request(creds, "/health", "GET", max_retries=0, timeout=10)  # type: ignore[no-untyped-call]
+        except (requests.RequestException, MlflowException):
             raise UnavailableError(f"cannot reach MLflow at {tracking_uri}") from None
     client = MlflowClient(tracking_uri)
     try:

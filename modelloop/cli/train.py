@@ -30,7 +30,9 @@ def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
 @click.option(
     "--config", "config_path", required=True, type=click.Path(path_type=Path), help="Training config (YAML)."
 )
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MODELLOOP_TRACKING_URI).")
+@click.option(
+    "--tracking-uri", help="MLflow tracking URI (default: MODELLOOP_TRACKING_URI, then MLFLOW_TRACKING_URI)."
+)
 @click.option("--triggered-by", help="Id of the monitoring run that asked for this training.")
 @click.option(
     "--set",
