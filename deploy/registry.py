@@ -79,8 +79,9 @@ class Registry(ABC):
 class MlflowRegistry(Registry):
     """The registry port over `mlflow.MlflowClient`.
 
-    MLflow's own HTTP retries are governed by `MLFLOW_HTTP_REQUEST_MAX_RETRIES` / `..._TIMEOUT`, set by the
-    entry point; on top, each call is tried `attempts` times with exponential backoff, then `TemporaryError`.
+    MLflow's own HTTP retries are governed by `MLFLOW_HTTP_REQUEST_MAX_RETRIES` / `..._TIMEOUT`, bounded by
+    the entry point (`modelloop.cli.errors.MlflowBounds`; MLflow's default waits about 4 minutes); on top,
+    each call is tried `attempts` times with exponential backoff, then `TemporaryError`.
     """
 
     def __init__(self, tracking_uri: str, *, attempts: int = 3, backoff: float = 0.5) -> None:

@@ -6,6 +6,11 @@ gRPC server with health NOT_SERVING, start the metrics endpoint, load every mode
 freeze the heap built so far (`gc.freeze`), mark health SERVING, write the port file atomically. On
 SIGTERM: health NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period, drain the
 batchers, flush the prediction log, return.
+
+An unreachable registry at start fails the run (UnavailableError), unless `wait_for_registry`: then the
+loads are tried again with backoff, health NOT_SERVING meanwhile. Loads run in daemon threads
+(`model_host.DetachedLoader`): SIGTERM while loading or waiting abandons them, and a hot swap still waiting
+on MLflow when the grace period ends is abandoned too, so the process never outlives its grace period.
 """
 
 from __future__ import annotations
@@ -18,23 +23,28 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from modelloop.errors import ConfigError
+from modelloop.errors import ConfigError, ModelloopError, UnavailableError
 from modelloop.registry import Role
 
 from .core import InferenceCore, prediction_recorder
 from .grpc_server import ScoringServer, ServerOptions, TlsConfig
 from .hosting import BatchingConfig, ModelHost
 from .metrics import ServingMetrics
-from .model_host import load_model
+from .model_host import DetachedLoader, load_model
 from .predlog_writer import PredictionLogWriter
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
+
+#: with `wait_for_registry`: seconds before the second attempt to load from an unreachable registry, doubling
+REGISTRY_RETRY_FIRST = 1.0
+#: ... up to this many seconds between attempts
+REGISTRY_RETRY_MOST = 30.0
 
 
 def parse_model_ref(value: str) -> tuple[str, str]:
@@ -124,8 +134,9 @@ async def run(
             max_buffered=settings.predlog_max_buffered,
             flush_interval=settings.predlog_flush_interval,
         )
+    loader = DetachedLoader(partial(load_model, settings.tracking_uri, max_rows=settings.max_rows))
     host = ModelHost(
-        partial(load_model, settings.tracking_uri, max_rows=settings.max_rows),
+        loader,
         metrics=metrics,
         batching=BatchingConfig(
             settings.max_batch_size,
@@ -155,36 +166,17 @@ async def run(
             metrics_port = int(metrics_server.server_port)
         for name, _ in refs:  # per-model health answers NOT_SERVING (not NOT_FOUND) while loading
             await server.mark(name, serving=False)
-        for name, ref in refs:
-            await host.load(name, ref)
-        if challenger is not None:
-            await host.load(
-                challenger[0], challenger[1], role=Role.CHALLENGER, mode=settings.challenger_mode,
-                canary_share=settings.canary_share,
-            )  # fmt: skip
-        # the libraries and models loaded so far are long-lived: keep them out of the cyclic collector's
-        # scans (measured at 64 concurrent calls: full collections of this heap put p99 at ~215 ms; ~72 ms
-        # with the heap frozen)
-        gc.collect()
-        gc.freeze()
-        await server.set_serving()
-        if settings.port_file is not None:
-            write_port_file(settings.port_file, port, metrics_port)
-        log.info(
-            "serving %s on %s:%d (metrics port %s)",
-            ", ".join(host.names()),
-            settings.host,
-            port,
-            metrics_port,
-        )
-        if started is not None:
-            started(port, metrics_port)
-        await stop.wait()
+        if await _until_stopped(_load_models(host, refs, challenger, settings), stop):
+            await _ready(server, settings, port, metrics_port)
+            if started is not None:
+                started(port, metrics_port)
+            await stop.wait()
         log.info("stopping: draining in-flight calls (grace %.0fs)", settings.grace_period)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
         await server.stop(settings.grace_period)
+        loader.abandon()  # a load still waiting on MLflow (startup, or a swap past the grace) is left behind
         await host.close()
         if writer is not None:
             await asyncio.to_thread(writer.close)
@@ -193,6 +185,72 @@ async def run(
                 metrics_server.shutdown()
         gc.unfreeze()  # embedded use (tests): what died since can be collected again
     log.info("stopped")
+
+
+async def _ready(server: ScoringServer, settings: ServeSettings, port: int, metrics_port: int | None) -> None:
+    """Every model is loaded and warm: freeze the heap, health SERVING, write the port file."""
+    # the libraries and models loaded so far are long-lived: keep them out of the cyclic collector's
+    # scans (measured at 64 concurrent calls: full collections of this heap put p99 at ~215 ms; ~72 ms
+    # with the heap frozen)
+    gc.collect()
+    gc.freeze()
+    await server.set_serving()
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, port, metrics_port)
+    log.info(
+        "serving %s on %s:%d (metrics port %s)",
+        ", ".join(server.core.host.names()),
+        settings.host,
+        port,
+        metrics_port,
+    )
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` until it is done (True) or `stop` is set first (False: `work` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        task.result()  # its error, if any
+        return True
+    log.info("stopping while loading: the load is abandoned")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ModelloopError):
+        await task
+    return False
+
+
+async def _load_models(
+    host: ModelHost,
+    refs: list[tuple[str, str]],
+    challenger: tuple[str, str] | None,
+    settings: ServeSettings,
+) -> None:
+    """Load every model (and the challenger). When the registry cannot be reached: fail, or with
+    `wait_for_registry` try again with backoff (`REGISTRY_RETRY_FIRST` doubling up to `REGISTRY_RETRY_MOST`
+    seconds) until it answers; health stays NOT_SERVING meanwhile."""
+    delay = REGISTRY_RETRY_FIRST
+    while True:
+        try:
+            for name, ref in refs:
+                if not host.has(name):  # a retry keeps what loaded before the registry went away
+                    await host.load(name, ref)
+            if challenger is not None:
+                await host.load(
+                    challenger[0], challenger[1], role=Role.CHALLENGER, mode=settings.challenger_mode,
+                    canary_share=settings.canary_share,
+                )  # fmt: skip
+            return
+        except UnavailableError as exc:
+            if not settings.wait_for_registry:
+                raise UnavailableError(f"{exc}; --wait-for-registry keeps retrying") from None
+            log.warning("waiting for the registry: %s; next attempt in %.0f s", exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, REGISTRY_RETRY_MOST)
 
 
 __all__ = ["parse_model_ref", "run", "write_port_file"]

@@ -5,21 +5,28 @@ from the registry through the tracking server (`models:/NAME/VERSION`; with `--s
 proxies the artifacts, so no object-store credentials are needed). The scikit-learn flavor is preferred (one
 `predict_proba` call gives both the prediction and the class probabilities); any other model goes through
 `mlflow.pyfunc`. A version is warmed up with one prediction before it is declared loaded.
+
+Messages name what is missing (the model, its alias, its version) or that the registry is unreachable,
+never more than a clipped caller string. How long an unreachable MLflow takes to fail is bounded by the
+entry point (MLflow's HTTP settings); `DetachedLoader` makes a load that still hangs abandonable, so a
+stopping process never waits for it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from modelloop.errors import ModelloopError, NotFoundError, UnavailableError
+from modelloop.errors import ConfigError, ModelloopError, NotFoundError, UnavailableError
 from modelloop.registry import ALIAS_FOR_ROLE, REFERENCE_PROFILE_PATH, STAGE_FOR_ROLE, Role
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, NotReadyError, clip
 from .fast_input import fitted_order, matrix_feeder
 from .schema import Features, ModelSchema
 
@@ -98,8 +105,23 @@ def _pyfunc_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], P
     return predict
 
 
-def resolve_version(client: Any, name: str, ref: str) -> str:
-    """A version number from `VERSION` or an alias (`production`, `challenger`, or any other)."""
+def public_uri(uri: str) -> str:
+    """`uri` fit for a message or a log line: without the user and password it may carry."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def resolve_version(client: Any, name: str, ref: str, *, where: str = "MLflow") -> str:
+    """A version number from `VERSION` or an alias (`production`, `challenger`, or any other).
+
+    Raises NotFoundError naming what is missing (the model, or its alias) and UnavailableError when `where`
+    (the registry, e.g. "MLflow at http://...") cannot be reached."""
     if ref.isdigit():
         return ref
     from mlflow.exceptions import MlflowException
@@ -107,24 +129,53 @@ def resolve_version(client: Any, name: str, ref: str) -> str:
     try:
         return str(client.get_model_version_by_alias(name, ref).version)
     except MlflowException as exc:
-        _raise_for(exc, f"model {name} alias {ref}")
+        _raise_unless_missing(exc, where, f"resolving {clip(name)}@{clip(ref)}")
     # older registries: the deprecated stage of the same role
     roles = {alias: role for role, alias in ALIAS_FOR_ROLE.items()}
     role = roles.get(ref)
     if role is not None:
-        latest = client.get_latest_versions(name, stages=[STAGE_FOR_ROLE[Role(role)]])
+        try:
+            with warnings.catch_warnings():  # stages are deprecated; honouring them is the point here
+                warnings.simplefilter("ignore", FutureWarning)
+                latest = client.get_latest_versions(name, stages=[STAGE_FOR_ROLE[Role(role)]])
+        except MlflowException as exc:
+            _raise_unless_missing(exc, where, f"resolving {clip(name)}@{clip(ref)}")
+            latest = []
         if latest:
             return str(latest[0].version)
-    raise NotFoundError(f"model {name} has no version with alias {ref}")
+    _require_model(client, name, where)
+    raise NotFoundError(f"model {clip(name)} has no version with alias {clip(ref)}")
 
 
-def _raise_for(exc: Exception, what: str) -> None:
+def _require_model(client: Any, name: str, where: str) -> None:
+    """NotFoundError when no model `name` is registered (a clearer message than "no such version")."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        _raise_unless_missing(exc, where, f"looking up model {clip(name)}")
+        raise NotFoundError(f"model {clip(name)} is not registered in {where}") from None
+
+
+def _raise_unless_missing(exc: Exception, where: str, doing: str) -> None:
+    """Return when MLflow said "not found" (the caller decides what is missing); raise otherwise."""
     code = str(getattr(exc, "error_code", ""))
     if code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-        return  # not found: the caller decides
-    raise UnavailableError(
-        f"MLflow registry unreachable while resolving {what} ({code or type(exc).__name__})"
-    )
+        return
+    raise UnavailableError(f"{where} unreachable while {doing} ({code or type(exc).__name__})") from None
+
+
+def _client(tracking_uri: str) -> Any:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except MlflowException:
+        raise ConfigError(
+            f"tracking URI {clip(public_uri(tracking_uri), 120)} is not one MLflow supports"
+        ) from None
 
 
 def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_000) -> LoadedModel:
@@ -132,13 +183,15 @@ def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_00
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    version = resolve_version(client, name, ref)
+    client = _client(tracking_uri)
+    where = f"MLflow at {public_uri(tracking_uri)}"
+    version = resolve_version(client, name, ref, where=where)
     try:
         mv = client.get_model_version(name, version)
     except MlflowException as exc:
-        _raise_for(exc, f"model {name} version {version}")
-        raise NotFoundError(f"model {name} has no version {version}") from None
+        _raise_unless_missing(exc, where, f"reading {clip(name)}/{clip(version)}")
+        _require_model(client, name, where)
+        raise NotFoundError(f"model {clip(name)} has no version {clip(version)}") from None
     uri = f"models:/{name}/{version}"
     mlflow.set_tracking_uri(tracking_uri)
     try:
@@ -165,19 +218,72 @@ def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_00
     except ModelloopError:
         raise
     except MlflowException as exc:
-        _raise_for(exc, f"model {name} version {version}")
+        _raise_unless_missing(exc, where, f"loading {clip(name)}/{clip(version)}")
         log.warning("model %s/%s cannot be loaded", name, version, exc_info=True)
         raise ModelLoadError(
-            f"model {name} version {version} cannot be loaded ({type(exc).__name__})"
+            f"model {clip(name)} version {clip(version)} cannot be loaded ({type(exc).__name__})"
         ) from None
     except Exception as exc:
         log.warning("model %s/%s cannot be loaded", name, version, exc_info=True)
         raise ModelLoadError(
-            f"model {name} version {version} cannot be loaded ({type(exc).__name__})"
+            f"model {clip(name)} version {clip(version)} cannot be loaded ({type(exc).__name__})"
         ) from None
     warm_up(loaded)
     log.info("model %s/%s loaded (%s, %d columns)", name, version, loaded.platform, len(schema.columns))
     return loaded
+
+
+class DetachedLoader:
+    """A loader running each load in a daemon thread of its own and waiting for it, until `abandon()`.
+
+    `serving.hosting` calls it from a worker thread; `serving.app` abandons the loads when the server stops:
+    every waiting call then raises NotReadyError at once, the loads left behind finish (or fail) unobserved,
+    and the process exits without waiting for them (a load stuck on a silent MLflow cannot hold up a
+    SIGTERM). Safe to call from several threads.
+    """
+
+    def __init__(self, load: Callable[[str, str], LoadedModel]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._waiting: set[threading.Event] = set()
+        self._abandoned = False
+
+    def __call__(self, name: str, ref: str) -> LoadedModel:
+        done = threading.Event()
+        outcome: list[LoadedModel | Exception] = []
+
+        def work() -> None:
+            try:
+                outcome.append(self._load(name, ref))
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        with self._lock:
+            if self._abandoned:
+                raise NotReadyError("the scoring server is stopping")
+            self._waiting.add(done)
+        try:
+            threading.Thread(target=work, name=f"load {clip(name)}", daemon=True).start()
+            done.wait()
+        finally:
+            with self._lock:
+                self._waiting.discard(done)
+        if not outcome:
+            raise NotReadyError(
+                f"the scoring server is stopping; the load of model {clip(name)} was abandoned"
+            )
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    def abandon(self) -> None:
+        """Release every waiting call now, and refuse new loads."""
+        with self._lock:
+            self._abandoned = True
+            for done in self._waiting:
+                done.set()
 
 
 def _categories(run_id: str) -> dict[str, frozenset[str]]:
@@ -225,4 +331,13 @@ def warm_up(model: LoadedModel) -> None:
         raise ModelLoadError(f"model {model.name} version {model.version} returned {len(pred)} rows for 1")
 
 
-__all__ = ["LoadedModel", "Prediction", "load_model", "resolve_version", "sklearn_predictor", "warm_up"]
+__all__ = [
+    "DetachedLoader",
+    "LoadedModel",
+    "Prediction",
+    "load_model",
+    "public_uri",
+    "resolve_version",
+    "sklearn_predictor",
+    "warm_up",
+]

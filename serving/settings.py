@@ -58,6 +58,10 @@ class ServeSettings(CommonSettings):
         default="reject", description="What to do with a category the reference profile never saw."
     )
     grace_period: float = Field(default=30.0, ge=0.0, description="Seconds in-flight calls get on SIGTERM.")
+    wait_for_registry: bool = Field(
+        default=False, description="When MLflow cannot be reached at start, keep trying (with backoff, "
+        "health NOT_SERVING) instead of exiting; Kubernetes pods do, bounded by their startup probe.",
+    )  # fmt: skip
     predlog_max_buffered: int = Field(
         default=200_000, ge=1, description="Prediction-log records kept while the database is down."
     )

@@ -104,6 +104,9 @@ def _serve_args(
         str(opts.metrics_port),
         "--tracking-uri",
         opts.tracking_uri,
+        # MLflow down when the pod starts (a restart of MLflow, a cluster coming up): keep trying, health
+        # NOT_SERVING, instead of crash-looping; the startup probe bounds the wait
+        "--wait-for-registry",
     ]
     if opts.prediction_log_secret is None:
         args += ["--prediction-log-url", "none"]
@@ -136,6 +139,9 @@ def _container(
             {"name": "grpc", "containerPort": opts.grpc_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": opts.metrics_port, "protocol": "TCP"},
         ],
+        # 5 s x 60 = 300 s to load the models, waiting for MLflow meanwhile (--wait-for-registry): enough for
+        # an MLflow restart and a large download; a pod that cannot start by then is restarted (with the
+        # kubelet's back-off) and the rollout fails visibly while the old pods keep serving (maxUnavailable 0)
         "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},

@@ -1,10 +1,15 @@
 """`modelloop controller`: parse the controller's settings once, wire the registry, the targets the bindings
 need (local subprocesses and/or Kubernetes with Lease leader election) and the webhook receiver, and run the
-reconcile loop until SIGTERM or Ctrl-C."""
+reconcile loop until SIGTERM or Ctrl-C.
+
+MLflow's client is bounded by `CONTROLLER_BOUNDS` (the registry port retries on top with its own backoff,
+and the loop retries a binding later), so a call to an unreachable MLflow never holds a reconcile for long.
+`--once` reconciles each binding in this process and exits non-zero, with one `error:` line per binding, when
+one is left unreconciled (MLflow unreachable, nothing to serve at the alias, a failed rollout).
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -12,9 +17,12 @@ from typing import Any
 
 import click
 
-from modelloop.cli.errors import reports_errors
-from modelloop.errors import ConfigError
+from modelloop.cli.errors import MlflowBounds, exit_code_for, one_line, reports_errors
+from modelloop.errors import ConfigError, ModelloopError
 from modelloop.logs import configure_logging
+
+#: one retry, 10 s per request: the registry port tries 3 times with backoff on top (deploy.registry)
+CONTROLLER_BOUNDS = MlflowBounds(retries=1, backoff_factor=1, timeout=10)
 
 
 def _read_secret(path: Path | None) -> str | None:
@@ -45,7 +53,7 @@ def _read_secret(path: Path | None) -> str | None:
     help="Local target: one scoring server for every binding (default: one per binding).",
 )
 @click.option("--once", is_flag=True, help="Reconcile every binding once and exit.")
-@reports_errors
+@reports_errors(mlflow=CONTROLLER_BOUNDS)
 def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> None:
     """Reconcile deployment bindings with the registry (poll + signed MLflow webhooks)."""
     from deploy.bindings import load_bindings
@@ -60,9 +68,6 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
         overrides["webhook_secret"] = secret
     settings = ControllerSettings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
-    # MLflow's client retries for minutes by default; the controller retries with its own backoff instead
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     bindings = load_bindings(settings.bindings_file)
     targets: dict[str, DeploymentTarget] = {}
@@ -112,8 +117,9 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
     )
     try:
         if once:
-            for name, result in ctl.reconcile_all().items():
-                click.echo(f"{name}: {result.outcome.value if result else 'retry later'}")
+            code = _reconcile_once(ctl, bindings)
+            if code:
+                raise SystemExit(code)
             return
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -126,3 +132,33 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
     finally:
         for target in targets.values():
             target.close()
+
+
+def _reconcile_once(ctl: Any, bindings: list[Any]) -> int:
+    """Reconcile each binding once, here and now; print `name: outcome` for each and an `error:` line for each
+    left unreconciled. Returns the exit code: 0, or that of the last problem."""
+    from deploy.reconcile import Outcome
+
+    code = 0
+    for binding in bindings:
+        try:
+            result = ctl.reconciler.reconcile(binding)
+        except ModelloopError as exc:
+            click.echo(f"{binding.name}: retry later")
+            click.echo(f"error: binding {binding.name}: {one_line(str(exc))}", err=True)
+            code = exit_code_for(exc)
+            continue
+        click.echo(f"{binding.name}: {result.outcome.value}")
+        if result.outcome is Outcome.NOTHING:
+            click.echo(
+                f"error: binding {binding.name}: the registry names no version of {binding.model} at alias "
+                f"{binding.alias} (is the model registered and the alias set?)",
+                err=True,
+            )
+            code = 3
+        elif result.outcome is Outcome.FAILED:
+            click.echo(
+                f"error: binding {binding.name}: {one_line(result.reason or 'rollout failed')}", err=True
+            )
+            code = 1
+    return code

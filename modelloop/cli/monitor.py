@@ -1,9 +1,16 @@
 """`modelloop monitor`: parse the monitoring settings once, wire the prediction log, MLflow and the
 retrainer (a `modelloop train` subprocess, or a Kubernetes Job when MODELLOOP_RETRAIN_JOB_TEMPLATE is set),
-and measure one window per model, once or every interval."""
+and measure one window per model, once or every interval.
+
+Every model named must be registered in MLflow (a typo would otherwise record empty windows under a new
+name): checked before any window is measured, which also says at once when MLflow cannot be reached. MLflow's
+client is bounded by `MONITOR_BOUNDS`, so a pass against an unreachable MLflow fails within seconds, and
+`--every` stops on SIGTERM after the pass in progress.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -12,9 +19,14 @@ from typing import Any
 
 import click
 
-from modelloop.cli.errors import reports_errors
-from modelloop.errors import InvalidInputError, ModelloopError
+from modelloop.cli.errors import MlflowBounds, reports_errors
+from modelloop.errors import InvalidInputError, ModelloopError, NotFoundError, UnavailableError
 from modelloop.logs import configure_logging
+
+#: 3 attempts, 30 s per request at most (reports and plots are uploaded as artifacts)
+MONITOR_BOUNDS = MlflowBounds(retries=2, backoff_factor=1, timeout=30)
+
+log = logging.getLogger(__name__)
 
 
 def _line(outcome: Any) -> str:
@@ -34,6 +46,22 @@ def _report(result: Any) -> bool:
     for name, message in result.failures.items():
         click.echo(f"error: {name}: {message}", err=True)
     return not result.failures
+
+
+def _check_registered(client: Any, tracking_uri: str, models: tuple[str, ...]) -> None:
+    """NotFoundError for the first model not registered; UnavailableError when MLflow cannot be reached."""
+    from mlflow.exceptions import MlflowException
+
+    from serving.model_host import public_uri
+
+    for name in models:
+        try:
+            client.get_registered_model(name)
+        except MlflowException as exc:
+            where = f"MLflow at {public_uri(tracking_uri)}"
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                raise NotFoundError(f"model {name[:64]} is not registered in {where}") from None
+            raise UnavailableError(f"{where} unreachable ({exc.error_code})") from None
 
 
 @click.command()
@@ -60,7 +88,7 @@ def _report(result: Any) -> bool:
     "--retrain-dir", type=click.Path(path_type=Path), help="Folder for retraining configs and logs."
 )
 @click.option("--every", help="Repeat every interval (e.g. 60s) until stopped; needs --window.")
-@reports_errors
+@reports_errors(mlflow=MONITOR_BOUNDS)
 def monitor(
     *,
     models: tuple[str, ...],
@@ -93,6 +121,10 @@ def monitor(
         raise InvalidInputError("--start and --end go together")
     if every is not None and window_length is None:
         raise InvalidInputError("--every needs --window")
+    # the window arguments are checked before anything is contacted
+    window = Window(parse_time(start), parse_time(end)) if start is not None and end is not None else None
+    length = parse_duration(window_length) if window_length is not None else None
+    interval = parse_duration(every) if every is not None else None
     settings = MonitorSettings(**{k: v for k, v in flags.items() if v is not None})
     configure_logging(settings.log_level, settings.log_format)
     config = load_monitor_config(settings.monitor_config)
@@ -104,12 +136,18 @@ def monitor(
         retrainer = cluster_retrainer(settings.retrain_job_template, namespace=settings.retrain_namespace)
     elif settings.retrain:
         retrainer = SubprocessRetrainer(settings.resolved_retrain_dir())
+    try:
+        _check_registered(tracker.client, settings.tracking_uri, models)
+    except UnavailableError as exc:
+        if interval is None:  # nothing can be measured or recorded: say so for each model
+            for name in models:
+                click.echo(f"error: {name}: {exc}", err=True)
+            raise SystemExit(1) from None
+        log.warning("%s; the passes will try again", exc)  # a long-running monitor outlives an outage
     store = open_prediction_log(settings.resolved_prediction_log_url())
     budget = settings.memory_budget_mb << 20
     try:
-        if window_length is None:
-            assert start is not None and end is not None
-            window = Window(parse_time(start), parse_time(end))
+        if window is not None:
             failed = False
             for name in models:
                 try:
@@ -129,8 +167,8 @@ def monitor(
             if failed:
                 raise SystemExit(1)
             return
-        length = parse_duration(window_length)
-        if every is None:
+        assert length is not None
+        if interval is None:
             result = run_pass(
                 models,
                 length=length,
@@ -143,7 +181,6 @@ def monitor(
             if not _report(result):
                 raise SystemExit(1)
             return
-        interval = parse_duration(every)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

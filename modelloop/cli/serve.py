@@ -1,21 +1,34 @@
 """`modelloop serve`: parse the scoring server's settings once (flags over `MODELLOOP_*` environment), set up
-logging, and run `serving.app.run` until SIGTERM (drain, then exit 0)."""
+logging, and run `serving.app.run` until SIGTERM (drain, then exit 0).
+
+MLflow's client is bounded by `SERVE_BOUNDS`: against a registry that refuses connections serve fails in a
+few seconds, against a silent one in under 30 s (3 attempts of at most 8 s each), unless told to keep
+trying (`--wait-for-registry`). A hot swap while MLflow is down fails as fast. After the drain the process
+leaves at once, without waiting for a load it abandoned (see `serving.app`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from modelloop.cli.errors import reports_errors
+from modelloop.cli.errors import MlflowBounds, reports_errors
 from modelloop.errors import ConfigError
 from modelloop.logs import configure_logging
 
 _PATH = click.Path(path_type=Path)
+#: 3 attempts, 8 s each at most: a silent MLflow is reported in under 30 s, a closed port in about 3 s
+SERVE_BOUNDS = MlflowBounds(retries=2, backoff_factor=1, timeout=8)
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -46,6 +59,12 @@ _PATH = click.Path(path_type=Path)
     "--unseen-categories", type=click.Choice(["reject", "pass"]), help="Unseen categories: reject or pass."
 )
 @click.option("--grace-period", type=float, help="Seconds in-flight calls get on SIGTERM (default 30).")
+@click.option(
+    "--wait-for-registry/--no-wait-for-registry",
+    default=None,
+    help="When MLflow cannot be reached at start, keep trying with backoff (health NOT_SERVING) instead of "
+    "exiting (env MODELLOOP_WAIT_FOR_REGISTRY).",
+)
 @click.option("--tls-cert-file", type=_PATH, help="PEM certificate chain: serve over TLS.")
 @click.option("--tls-key-file", type=_PATH, help="PEM private key of the certificate.")
 @click.option("--tls-client-ca-file", type=_PATH, help="PEM CA bundle: require client certificates (mTLS).")
@@ -53,7 +72,7 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), help="Plain text or one JSON object a line."
 )
-@reports_errors
+@reports_errors(mlflow=SERVE_BOUNDS)
 def serve(models: tuple[str, ...], **flags: Any) -> None:
     """Run the gRPC scoring server (Open Inference Protocol v2) for models from the MLflow registry."""
     from serving.app import run
@@ -71,6 +90,20 @@ def serve(models: tuple[str, ...], **flags: Any) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP threads spin against each other on small batches
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
     asyncio.run(run(settings))
+    _leave_abandoned_work()
 
 
-__all__ = ["serve"]
+def _leave_abandoned_work() -> None:
+    """Exit now if threads the drain abandoned are still running (e.g. MLflow's own download workers stuck on
+    a silent server): the interpreter would wait for them, long after "stopped"."""
+    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if not lingering:
+        return
+    log.info("leaving %d abandoned thread(s) behind", len(lingering))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+__all__ = ["SERVE_BOUNDS", "serve"]
