@@ -32,12 +32,14 @@ POLL_INTERVAL_S = 5.0
 POLL_SLACK_S = 5.0
 
 
-def _answering(address: str, model: str, version: str, rows: list[dict[str, float]], timeout: float) -> float:
+def _answering(
+    address: str, model: str, version: str, rows: list[dict[str, float]], timeout: float, admin_token: str
+) -> float:
     """Seconds until `version` is the champion and a prediction succeeds."""
     from serving.client import ScoringClient
 
     start = time.monotonic()
-    client = ScoringClient(address)
+    client = ScoringClient(address, admin_token=admin_token)
     try:
         while time.monotonic() - start < timeout:
             try:
@@ -98,7 +100,7 @@ def main() -> int:
         time.sleep(1.5)  # the server's webhook list cache (1 s here)
         client.set_registered_model_alias(name, "production", versions[0].version)
         _wait_deployed(target, 120)
-        _answering(target.address("bench"), name, versions[0].version, rows, timeout=120)
+        _answering(target.address("bench"), name, versions[0].version, rows, 120, target.admin_token)
 
         webhook_s, delivery_s = [], []  # delivery: the anchor, MLflow's webhook delivery alone
         for i in range(5):
@@ -110,13 +112,15 @@ def main() -> int:
                 time.sleep(0.005)
             delivery_s.append(time.monotonic() - t0)
             webhook_s.append(
-                time.monotonic() - t0 + _answering(target.address("bench"), name, version, rows, 60)
+                time.monotonic()
+                - t0
+                + _answering(target.address("bench"), name, version, rows, 60, target.admin_token)
             )
         ctl.stop()
 
         # anchor 2: a bare hot swap through the client
         swap_s = []
-        scoring = ScoringClient(target.address("bench"))
+        scoring = ScoringClient(target.address("bench"), admin_token=target.admin_token)
         current = champion_now(scoring, name)
         for _ in range(3):
             version = versions[0].version if current == versions[1].version else versions[1].version
@@ -138,7 +142,9 @@ def main() -> int:
             t0 = time.monotonic()
             client.set_registered_model_alias(name, "production", version)
             poll_s.append(
-                time.monotonic() - t0 + _answering(target.address("bench"), name, version, rows, 60)
+                time.monotonic()
+                - t0
+                + _answering(target.address("bench"), name, version, rows, 60, target.admin_token)
             )
             current = version
         ctl.stop()

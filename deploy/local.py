@@ -10,7 +10,9 @@ takes over; no call fails); if it cannot load, the old version keeps serving and
 raised. A server that exits on its own is restarted on the same port with the versions it last served, with
 exponential backoff between attempts (`restart_backoff`, 1 s, doubling to `max_backoff`; forgotten once a
 server has stayed up that long). The scoring server is used only through its command and
-its client.
+its client. Hot swap goes through the scoring server's admin service, which a server runs only when started
+with an admin credential: the target makes one (`admin_token`, a file only this user can read) and hands it
+to the servers it starts and to its own client, nobody else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -102,6 +105,14 @@ class LocalTarget(DeploymentTarget):
         self.shared = shared
         self.prediction_log_url = prediction_log_url
         self.token_file = token_file
+        # the admin service (hot swap) is the controller's alone: a credential made here, handed only to the
+        # servers this target starts (a file only this user can read) and to its own client
+        self.admin_token = secrets.token_urlsafe(32)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_token_file = self.work_dir / "admin-token"
+        self.admin_token_file.touch(mode=0o600)
+        self.admin_token_file.chmod(0o600)
+        self.admin_token_file.write_text(self.admin_token)
         self.host = host
         self.extra_env = {"OMP_NUM_THREADS": "1", **(extra_env or {})}
         self.max_backoff = max_backoff
@@ -318,6 +329,7 @@ class LocalTarget(DeploymentTarget):
         ]  # fmt: skip
         if self.token_file is not None:
             cmd += ["--token-file", str(self.token_file)]
+        cmd += ["--admin-token-file", str(self.admin_token_file)]
         return cmd
 
     def _start(self, server: _Server, *, deadline: float) -> str | None:
@@ -340,7 +352,9 @@ class LocalTarget(DeploymentTarget):
                 return f"scoring server exited with code {code} (log: {server.log_file})"
             if read_port_file(server.port_file) is not None:
                 if server.client is None:
-                    server.client = ScoringClient(f"{self.host}:{server.port}", token=self._token())
+                    server.client = ScoringClient(
+                        f"{self.host}:{server.port}", token=self._token(), admin_token=self.admin_token
+                    )
                 try:
                     if all(server.client.ready(s.model) for s in server.specs.values()):
                         return self._after_start(server, end)

@@ -86,15 +86,15 @@ def _tls(settings: ServeSettings) -> TlsConfig | None:
         raise ConfigError(f"TLS file unreadable: {exc.strerror}") from None
 
 
-def _token(settings: ServeSettings) -> str | None:
-    if settings.token_file is None:
+def _read_token(path: Path | None, what: str) -> str | None:
+    if path is None:
         return None
     try:
-        token = settings.token_file.read_text().strip()
+        token = path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"token_file unreadable: {exc.strerror}") from None
+        raise ConfigError(f"{what} unreadable: {exc.strerror}") from None
     if not token:
-        raise ConfigError("token_file is empty")
+        raise ConfigError(f"{what} is empty")
     return token
 
 
@@ -113,7 +113,8 @@ async def run(
     if challenger is not None and challenger[0] not in {name for name, _ in refs}:
         raise ConfigError(f"challenger model {challenger[0]} is not one of the --model names")
     options = ServerOptions(
-        token=_token(settings),
+        token=_read_token(settings.token_file, "token_file"),
+        admin_token=_read_token(settings.admin_token_file, "admin_token_file"),
         reflection=settings.reflection,
         max_message_bytes=settings.max_message_bytes,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,

@@ -79,6 +79,7 @@ class ScoringClient:
         certificate_chain: bytes | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
         retries: bool = True,
+        admin_token: str | None = None,
     ) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -92,14 +93,18 @@ class ScoringClient:
         else:
             self._channel = grpc.insecure_channel(target, options=options)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        # the admin service has its own credential, never the callers' token
+        self._admin_metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {admin_token}"),) if admin_token else ()
+        )
         self._inference = pb_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._admin = admin_grpc.ModelAdminStub(self._channel)  # type: ignore[no-untyped-call]
 
     def _call(
-        self, method: Any, request: Any, timeout: float, metadata: Sequence[tuple[str, str]] = ()
+        self, method: Any, request: Any, timeout: float, metadata: Sequence[tuple[str, str]] | None = None
     ) -> Any:
         try:
-            return method(request, timeout=timeout, metadata=(*self._metadata, *metadata))
+            return method(request, timeout=timeout, metadata=self._metadata if metadata is None else metadata)
         except grpc.RpcError as exc:
             raise error_for(exc.code(), exc.details()) from None
 
@@ -159,15 +164,18 @@ class ScoringClient:
         request = admin_pb.LoadModelRequest(
             model=model, version=str(version), role=role, mode=mode or "", canary_share=canary_share or 0.0
         )
-        return _status(self._call(self._admin.LoadModel, request, timeout).model)
+        return _status(self._call(self._admin.LoadModel, request, timeout, self._admin_metadata).model)
 
     def unload_model(self, model: str, *, role: str = "champion", timeout: float = 30.0) -> None:
-        self._call(self._admin.UnloadModel, admin_pb.UnloadModelRequest(model=model, role=role), timeout)
+        request = admin_pb.UnloadModelRequest(model=model, role=role)
+        self._call(self._admin.UnloadModel, request, timeout, self._admin_metadata)
 
     def list_models(self, *, timeout: float = 5.0) -> list[ModelStatus]:
         return [
             _status(m)
-            for m in self._call(self._admin.ListModels, admin_pb.ListModelsRequest(), timeout).models
+            for m in self._call(
+                self._admin.ListModels, admin_pb.ListModelsRequest(), timeout, self._admin_metadata
+            ).models
         ]
 
     def close(self) -> None:

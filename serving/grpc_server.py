@@ -2,6 +2,11 @@
 """The gRPC adapter: the Open Inference Protocol v2 service, the admin service, health, reflection, the
 bearer-token interceptor, and the grpc.aio server that carries them.
 
+The admin service (hot swap, unload, list) is served only when the server is given an admin token, and
+only to calls carrying that token: it is distinct from the callers' token, which never opens it. Whoever
+starts a server for hot swap (the local target) makes that token; Kubernetes scoring pods pin their version
+in the pod spec and never serve the admin service.
+
 Created and started by `serving.app`; tests build it directly. Servicers only convert messages to calls on
 the core (`serving.core`, `serving.hosting`) and back; errors become status codes in `serving.status`.
 """
@@ -80,8 +85,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        extensions = ["model_admin"] if self.server.options.admin_token else []
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=self._server_version, extensions=["model_admin"]
+            name=SERVER_NAME, version=self._server_version, extensions=extensions
         )
 
     @maps_errors
@@ -240,11 +246,13 @@ class AdminServicer(admin_grpc.ModelAdminServicer):
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Requires `authorization: Bearer <token>` (constant-time comparison) on every call but health and
-    reflection."""
+    """Requires `authorization: Bearer <token>` (constant-time comparison): the callers' `token` on every
+    call but health and reflection (none when None), and the distinct `admin_token` on the admin service
+    (the callers' token never opens it)."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str | None, admin_token: str | None = None) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._admin = f"Bearer {admin_token}".encode() if admin_token else None
 
         async def deny(request: Any, context: Any) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -259,11 +267,14 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = details.method or ""
         if method.startswith(OPEN_PREFIXES):
             return await continuation(details)
+        expected = self._admin if method.startswith(f"/{ADMIN_SERVICE}/") else self._expected
+        if expected is None:
+            return await continuation(details)
         given = b""
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
-        if hmac.compare_digest(given, self._expected):
+        if hmac.compare_digest(given, expected):
             return await continuation(details)
         return self._deny
 
@@ -277,7 +288,8 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class ServerOptions:
-    token: str | None = None
+    token: str | None = None  # what callers must send (None: no caller authentication)
+    admin_token: str | None = None  # None: no admin service at all; set: the only credential opening it
     reflection: bool = False
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_rpcs: int | None = 4096
@@ -295,7 +307,8 @@ class ScoringServer:
         self.serving = False
         self.health = health.aio.HealthServicer()
         self.port = 0
-        interceptors = [BearerTokenInterceptor(options.token)] if options.token else []
+        guarded = options.token or options.admin_token
+        interceptors = [BearerTokenInterceptor(options.token, options.admin_token)] if guarded else []
         self.server = grpc.aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
@@ -308,13 +321,15 @@ class ScoringServer:
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core, self), self.server)  # type: ignore[no-untyped-call]
-        admin_grpc.add_ModelAdminServicer_to_server(AdminServicer(core.host, self), self.server)  # type: ignore[no-untyped-call]
+        services = [OIP_SERVICE, health.SERVICE_NAME]
+        if options.admin_token:  # hot swap: only for whoever started the server with its own credential
+            admin_grpc.add_ModelAdminServicer_to_server(AdminServicer(core.host, self), self.server)  # type: ignore[no-untyped-call]
+            services.append(ADMIN_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if options.reflection:
             from grpc_reflection.v1alpha import reflection
 
-            names = (OIP_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, self.server)
+            reflection.enable_server_reflection((*services, reflection.SERVICE_NAME), self.server)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and start; health says NOT_SERVING until `set_serving()`. Returns the bound port."""

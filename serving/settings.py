@@ -33,6 +33,10 @@ class ServeSettings(CommonSettings):
     token_file: Path | None = Field(
         default=None, description="File holding the bearer token callers must send."
     )
+    admin_token_file: Path | None = Field(
+        default=None,
+        description="File holding the admin service's own token; without it the admin service is off.",
+    )
     max_batch_size: int = Field(default=64, ge=1, description="Most rows scored in one predict call.")
     max_batch_wait_ms: float = Field(
         default=20.0, ge=0.0, description="Longest wait for a batch to fill (measured: 20 ms lets batches "

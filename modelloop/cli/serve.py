@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 @click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
 @click.option("--prediction-log-url", help="SQLAlchemy URL of the prediction log, or 'none' to turn it off.")
 @click.option("--token-file", type=_PATH, help="File with the bearer token callers must send.")
+@click.option(
+    "--admin-token-file",
+    type=_PATH,
+    help="File with the admin service's own token (hot swap); without it the admin service is off.",
+)
 @click.option("--max-batch-size", type=int, help="Most rows in one predict call (default 64).")
 @click.option("--max-batch-wait-ms", type=float, help="Longest wait for a batch to fill (default 20 ms).")
 @click.option(

@@ -24,8 +24,8 @@ from .conftest import Registered
 from .test_controller_local import field, wait_for
 
 
-def champion_at(address: str, model: str) -> str | None:
-    client = ScoringClient(address)
+def champion_at(address: str, model: str, admin_token: str) -> str | None:
+    client = ScoringClient(address, admin_token=admin_token)
     try:
         return next(
             (str(field(m, "champion_version")) for m in client.list_models() if field(m, "name") == model),
@@ -84,13 +84,19 @@ def test_controller_process_follows_the_alias_and_stops_cleanly(
             lambda: read_port_file(port_file) is not None, timeout=90, what="the scoring server's port file"
         )
         address = f"127.0.0.1:{read_port_file(port_file)}"
-        wait_for(lambda: champion_at(address, reg.model) == reg.v1.version, timeout=90, what="v1 served")
+        # the controller's own admin credential: a file only this user can read, beside the port file
+        admin = (tmp_path / "data" / "serving" / "admin-token").read_text()
+        wait_for(
+            lambda: champion_at(address, reg.model, admin) == reg.v1.version, timeout=90, what="v1 served"
+        )
         client.set_registered_model_alias(reg.model, "cli-prod", reg.v2.version)
-        wait_for(lambda: champion_at(address, reg.model) == reg.v2.version, timeout=90, what="v2 swapped in")
+        wait_for(
+            lambda: champion_at(address, reg.model, admin) == reg.v2.version, timeout=90, what="v2 swapped in"
+        )
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert champion_at(address, reg.model) is None  # its scoring server went with it
+        assert champion_at(address, reg.model, admin) is None  # its scoring server went with it
     finally:
         if proc.poll() is None:
             proc.kill()

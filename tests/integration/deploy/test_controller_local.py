@@ -56,7 +56,7 @@ def rows(reg: Registered) -> list[dict[str, float]]:
 
 
 def champion(target: LocalTarget, name: str, model: str) -> str | None:
-    client = ScoringClient(target.address(name))
+    client = ScoringClient(target.address(name), admin_token=target.admin_token)
     try:
         for m in client.list_models():
             if field(m, "name") == model:

@@ -56,19 +56,19 @@ def other_model(deploy_registry: Registered) -> RegisteredModel:
     return register_reference_model(deploy_registry.server.url, "deploy-it-other", max_iter=5)
 
 
-def models(address: str) -> dict[str, tuple[str, str | None]]:
+def models(address: str, admin_token: str) -> dict[str, tuple[str, str | None]]:
     """model -> (champion, challenger) as the server reports them."""
-    client = ScoringClient(address)
+    client = ScoringClient(address, admin_token=admin_token)
     try:
         return {m.name: (m.champion_version, m.challenger_version) for m in client.list_models()}
     finally:
         client.close()
 
 
-def served(address: str) -> dict[str, tuple[str, str | None]]:
+def served(address: str, admin_token: str) -> dict[str, tuple[str, str | None]]:
     """`models`, or nothing while the server is not listening (being restarted)."""
     try:
-        return models(address)
+        return models(address, admin_token)
     except UnavailableError:
         return {}
 
@@ -93,19 +93,25 @@ def test_shared_server_hosts_bindings_side_by_side(
         target.create(spec("b", other.name, other.version), deadline=60)
         address = target.address("a")
         assert target.address("b") == address and target.pid("a") == target.pid("b")
-        assert models(address) == {reg.model: (reg.v1.version, None), other.name: (other.version, None)}
+        assert models(address, target.admin_token) == {
+            reg.model: (reg.v1.version, None),
+            other.name: (other.version, None),
+        }
         assert {s.name for s in target.list()} == {"a", "b"}
 
         # one model, two bindings: refused, nothing changes
         with pytest.raises(PermanentError, match="served by binding a"):
             target.create(spec("c", reg.model, reg.v2.version), deadline=60)
-        assert target.get("c") is None and models(address)[reg.model] == (reg.v1.version, None)
+        assert target.get("c") is None and models(address, target.admin_token)[reg.model] == (
+            reg.v1.version,
+            None,
+        )
 
         # promotions and a failed one touch only their binding's model
         target.update(spec("a", reg.model, reg.v2.version, challenger=reg.v1.version), deadline=60)
         with pytest.raises(RolloutFailedError):
             target.update(spec("a", reg.model, reg.broken.version), deadline=60)
-        assert models(address) == {
+        assert models(address, target.admin_token) == {
             reg.model: (reg.v2.version, reg.v1.version),
             other.name: (other.version, None),
         }
@@ -116,11 +122,11 @@ def test_shared_server_hosts_bindings_side_by_side(
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: target.pid("a") not in (None, first), timeout=60, what="the shared server restarted")
         wait_for(
-            lambda: served(address).get(reg.model) == (reg.v2.version, reg.v1.version),
+            lambda: served(address, target.admin_token).get(reg.model) == (reg.v2.version, reg.v1.version),
             timeout=60,
             what="both bindings served again",
         )
-        assert models(address)[other.name] == (other.version, None)
+        assert models(address, target.admin_token)[other.name] == (other.version, None)
         client = ScoringClient(address)
         try:
             assert len(client.predict(other.name, rows(reg)).predictions) == 2
@@ -131,10 +137,10 @@ def test_shared_server_hosts_bindings_side_by_side(
         pid = target.pid("b")
         target.delete("a")
         assert target.get("a") is None and target.pid("b") == pid
-        assert set(models(address)) == {other.name}
+        assert set(models(address, target.admin_token)) == {other.name}
         target.delete("b")
         assert target.list() == []
         with pytest.raises(UnavailableError):  # nothing listens there any more
-            models(address)
+            models(address, target.admin_token)
     finally:
         target.close()

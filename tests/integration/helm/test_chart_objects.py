@@ -560,3 +560,14 @@ def test_monitoring_cronjobs_can_be_suspended(helm_major: str) -> None:
         jobs = by_kind(render(helm_major, [PRODUCTION], sets), "CronJob")
         assert len(jobs) == 2
         assert all(job["spec"]["suspend"] is suspended for job in jobs)
+
+
+def test_network_policies_are_on_by_default(helm_major: str) -> None:
+    """Secure by default: without any networkPolicy value the scoring pods take gRPC only from the release
+    namespace, and MLflow and PostgreSQL only from the release's pods."""
+    objects = render(helm_major, [TRIAL])
+    names = {o["metadata"]["name"] for o in by_kind(objects, "NetworkPolicy")}
+    assert {f"{RELEASE}-modelloop-{part}" for part in ("scoring", "mlflow", "postgresql")} <= names
+    scoring = one(objects, "NetworkPolicy", f"{RELEASE}-modelloop-scoring")
+    grpc_rule = next(r for r in scoring["spec"]["ingress"] if {p["port"] for p in r["ports"]} == {8081})
+    assert grpc_rule["from"] == [{"podSelector": {}}]  # every pod of the release namespace, nothing else

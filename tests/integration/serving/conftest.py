@@ -31,6 +31,7 @@ from tests.models import RegisteredModel, register_reference_model
 REF = "serving-ref"
 REG = "serving-reg"
 MIXED = "serving-mixed"
+ADMIN_TOKEN = "admin-s3cret"  # the admin service's own credential (test servers run it unless told not to)
 COLORS = ["red", "green", "blue"]
 
 
@@ -150,7 +151,10 @@ class RunningServer:
 
 
 def settings_for(registered: Models, tmp_path: Path, **overrides: Any) -> ServeSettings:
+    admin = tmp_path / "admin-token"
+    admin.write_text(ADMIN_TOKEN)
     values: dict[str, Any] = {
+        "admin_token_file": admin,
         "models": [f"{REF}/{registered.v1.version}"],
         "tracking_uri": registered.tracking_uri,
         "port": 0,

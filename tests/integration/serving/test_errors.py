@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelloop.errors import ConfigError, InvalidInputError, NotFoundError, UnavailableError
 from serving._generated.inference import grpc_predict_v2_pb2 as pb
 from serving._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from serving._generated.modelloop.admin.v1 import admin_pb2 as admin_pb
 from serving.client import ScoringClient, build_request
 from serving.core import InferenceCore
 from serving.errors import OversizedInputError
@@ -26,7 +27,7 @@ from serving.model_host import LoadedModel
 from serving.schema import Column, Features, ModelSchema
 from serving.status import INTERNAL_MESSAGE
 
-from .conftest import MIXED, REF, REG, Models, RunningServer, mixed_frame, settings_for
+from .conftest import ADMIN_TOKEN, MIXED, REF, REG, Models, RunningServer, mixed_frame, settings_for
 
 SECRET = 987654.125
 
@@ -66,7 +67,7 @@ def call(server: RunningServer, request: pb.ModelInferRequest) -> grpc.RpcError:
 
 
 def still_serving(server: RunningServer, models: Models) -> None:
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         assert len(client.predict(REF, models.rows(2)).predictions) == 2
 
 
@@ -154,7 +155,7 @@ def test_malformed_requests(server, models: Models, mutate, message: str) -> Non
 
 
 def test_client_maps_status_codes_to_modelloop_errors(server, models: Models) -> None:  # type: ignore[no-untyped-def]
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         with pytest.raises(InvalidInputError, match="mean_area"):
             client.predict(REF, _drop(models.rows(1), "mean_area"))
         with pytest.raises(NotFoundError):
@@ -169,7 +170,7 @@ def test_client_maps_status_codes_to_modelloop_errors(server, models: Models) ->
 
 def test_unseen_categories_can_pass(start_server, models: Models) -> None:  # type: ignore[no-untyped-def]
     server = start_server(models=[f"{MIXED}/{models.mixed_version}"], unseen_categories="pass")
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         result = client.predict(MIXED, mixed_frame(2).assign(color=["purple", "red"]))
     assert len(result.predictions) == 2
 
@@ -191,6 +192,49 @@ def test_bearer_token_guards_all_but_health(start_server, models: Models, tmp_pa
     status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=REF), timeout=5)
     assert status.status == health_pb2.HealthCheckResponse.SERVING
     channel.close()
+
+
+def test_the_admin_service_is_off_without_its_own_token(start_server, models: Models) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(admin_token_file=None)
+    channel = grpc.insecure_channel(server.address)
+    try:
+        for call, request in (
+            ("ListModels", admin_pb.ListModelsRequest()),
+            ("UnloadModel", admin_pb.UnloadModelRequest(model=REF, role="champion")),
+        ):
+            method = channel.unary_unary(
+                f"/modelloop.admin.v1.ModelAdmin/{call}",
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=lambda b: b,
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                method(request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        channel.close()
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
+        assert len(client.predict(REF, models.rows(1)).predictions) == 1  # the model was not unloaded
+        assert list(client._inference.ServerMetadata(pb.ServerMetadataRequest(), timeout=5).extensions) == []
+
+
+def test_the_admin_service_takes_only_its_own_token(start_server, models: Models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    token_file = tmp_path / "callers-token"
+    token_file.write_text("callers-token")
+    server = start_server(token_file=token_file)
+    with ScoringClient(server.address, token="callers-token") as caller:
+        assert len(caller.predict(REF, models.rows(1)).predictions) == 1
+        with pytest.raises(ConfigError, match="not authenticated"):
+            caller.list_models()  # the callers' token never opens the admin service
+        with pytest.raises(ConfigError, match="not authenticated"):
+            caller.unload_model(REF)
+    with (
+        ScoringClient(server.address, token="callers-token", admin_token="wrong") as wrong,
+        pytest.raises(ConfigError, match="not authenticated"),
+    ):
+        wrong.list_models()
+    with ScoringClient(server.address, token="callers-token", admin_token=ADMIN_TOKEN) as admin:
+        assert [m.champion_version for m in admin.list_models()] == [models.v1.version]
+        assert len(admin.predict(REF, models.rows(1)).predictions) == 1
 
 
 def _flaky_model(name: str, version: str) -> LoadedModel:

@@ -18,7 +18,7 @@ from serving.client import ScoringClient
 from serving.codec import encode_raw, fill_contents
 
 from . import wire
-from .conftest import MIXED, REF, REG, Models, mixed_frame
+from .conftest import ADMIN_TOKEN, MIXED, REF, REG, Models, mixed_frame
 
 NUMERIC = ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 
@@ -138,7 +138,7 @@ def test_answers_are_exactly_the_registered_models(stub, models: Models) -> None
 
 def test_bytes_bool_and_int_columns(server, stub, models: Models) -> None:  # type: ignore[no-untyped-def]
     frame = mixed_frame(5, seed=3)
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         expected = client.predict(MIXED, frame).predictions
     for raw in (True, False):
         request = pb.ModelInferRequest(model_name=MIXED)
@@ -174,7 +174,7 @@ def test_a_hand_encoded_client_without_our_stubs(server, models: Models) -> None
         [(c, "FP64", [2], wire.packed_double(7, rows[c].tolist())) for c in rows.columns],
         request_id="wire-2",
     )
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         expected = client.predict(REF, rows).predictions.tolist()
     raw_fields = wire.parse(call(raw_body, timeout=10))
     assert raw_fields[1] == [REF.encode()] and raw_fields[3] == [b"wire-1"]
@@ -230,7 +230,7 @@ def test_reflection_is_off_unless_asked(server, start_server) -> None:  # type: 
 
 
 def test_several_models_in_one_process(server, models: Models) -> None:  # type: ignore[no-untyped-def]
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         listed = {m.name: m.champion_version for m in client.list_models()}
         assert listed == {REF: models.v1.version, REG: models.regression.version, MIXED: models.mixed_version}
         reg_rows = models.regression.features.head(3)

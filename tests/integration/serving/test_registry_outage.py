@@ -31,7 +31,7 @@ from deploy.mlflow_server import free_port
 from modelloop.errors import UnavailableError
 from serving.client import ScoringClient
 
-from .conftest import REF, Models
+from .conftest import ADMIN_TOKEN, REF, Models
 from .test_swap import wait_for
 
 GRACE = 5.0
@@ -159,13 +159,16 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         port = free_port()
         port_file = tmp_path / f"serve-{port}.port"
         log = tmp_path / f"serve-{port}.log"
+        admin = tmp_path / "admin-token"
+        admin.write_text(ADMIN_TOKEN)
         with log.open("wb") as err:
             proc = subprocess.Popen(
                 [
                     sys.executable, "-m", "modelloop", "serve", "--model", model,
                     "--tracking-uri", tracking_uri, "--port", str(port), "--port-file", str(port_file),
                     "--metrics-port", "0",
-                    "--prediction-log-url", "none", "--grace-period", str(GRACE), *flags,
+                    "--prediction-log-url", "none", "--grace-period", str(GRACE),
+                    "--admin-token-file", str(admin), *flags,
                 ],
                 env={**_environment(), **(env or {})}, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
@@ -234,7 +237,7 @@ def test_wait_for_registry_keeps_health_not_serving_then_serves_once_mlflow_answ
     wait_for(lambda: server.port_file.exists() or server.proc.poll() is not None, timeout=90, what="ready")
     assert server.proc.poll() is None, server.stderr()
     assert server.health() == health_pb2.HealthCheckResponse.SERVING
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         result = client.predict(REF, models.rows(2), timeout=30)
     assert result.model_version == models.v1.version
     code, _ = server.stop_within(GRACE + SLACK)
@@ -303,7 +306,7 @@ def test_hot_swap_while_the_registry_is_down_fails_fast_and_the_old_version_keep
     wait_for(lambda: server.port_file.exists() or server.proc.poll() is not None, timeout=90, what="ready")
     assert server.proc.poll() is None, server.stderr()
     relay.close()  # MLflow is down
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         began = time.monotonic()
         with pytest.raises(UnavailableError) as refused:
             client.load_model(REF, models.v2.version, timeout=20)
@@ -330,7 +333,7 @@ def test_sigterm_during_a_hot_swap_from_a_stuck_registry_stops_within_the_grace_
 
     def swap() -> None:
         try:
-            with ScoringClient(server.address) as client:
+            with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
                 client.load_model(REF, models.v2.version, timeout=60)
             outcome.append(None)
         except Exception as exc:

@@ -16,7 +16,7 @@ from modelloop.predlog import SqlPredictionLog
 from serving.client import ScoringClient
 from serving.errors import ModelLoadError
 
-from .conftest import REF, Models
+from .conftest import ADMIN_TOKEN, REF, Models
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -63,7 +63,7 @@ def test_hot_swap_under_load_fails_no_call(start_server, models: Models) -> None
     load = Load(server.address, models)
     try:
         wait_for(lambda: load.calls > 50, timeout=30, what="load running")
-        with ScoringClient(server.address) as admin:
+        with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as admin:
             status = admin.load_model(REF, models.v2.version)
             assert status.champion_version == models.v2.version
             seen = load.versions[models.v2.version]
@@ -112,7 +112,7 @@ def test_shadow_challenger_scores_every_request_off_the_response_path(  # type: 
         challenger_mode="shadow",
         prediction_log_url=fresh_postgres_url,
     )
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         for i in range(20):
             result = client.predict(REF, models.rows(3), request_id=f"shadow-{i}")
             assert (result.model_version, result.route) == (models.v1.version, "champion")
@@ -133,7 +133,7 @@ def test_canary_share_answers_from_the_challenger_and_is_logged(
     url = f"sqlite:///{tmp_path / 'canary.db'}"
     server = start_server(prediction_log_url=url)
     answered: dict[str, str] = {}
-    with ScoringClient(server.address) as client:
+    with ScoringClient(server.address, admin_token=ADMIN_TOKEN) as client:
         client.load_model(REF, models.v2.version, role="challenger", mode="canary", canary_share=0.5)
         for i in range(100):
             result = client.predict(REF, models.rows(1), request_id=f"canary-{i}")

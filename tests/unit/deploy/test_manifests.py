@@ -112,3 +112,15 @@ def test_lease_validates_strictly(k8s_version: str) -> None:
         k8s_version,
         strict=True,
     )
+
+
+def test_scoring_pods_never_serve_the_admin_service() -> None:
+    """The version is pinned in the pod spec: no pod is given the admin token that turns hot swap on."""
+    from deploy.bindings import parse_bindings
+    from deploy.kubernetes.manifests import render_binding
+
+    [binding] = parse_bindings({"bindings": [{"name": "b", "model": "m", "target": "kubernetes"}]})
+    [deployment, *_] = render_binding(binding, image="img:1", version="3", challenger_version=None)
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert not any("admin" in str(a) for a in container["args"])
+    assert not any("ADMIN" in e["name"] for e in container["env"])
