@@ -33,7 +33,7 @@ from ._generated.modelloop.admin.v1 import admin_pb2 as admin_pb
 from ._generated.modelloop.admin.v1 import admin_pb2_grpc as admin_grpc
 from .codec import decode_inputs, encode_raw, fill_contents, numpy_datatype
 from .core import InferenceCore, InferenceResult
-from .errors import NotReadyError
+from .errors import NotReadyError, clip_names
 from .hosting import ModelHost, ModelStatus
 from .status import maps_errors, status_for
 
@@ -165,7 +165,7 @@ def _requested_outputs(request: Any) -> list[str]:
     unknown = [n for n in names if n not in (PREDICT_OUTPUT, PROBA_OUTPUT)]
     if unknown:
         raise InvalidInputError(
-            f"unknown output(s) {', '.join(n[:64] for n in unknown)}; "
+            f"unknown output(s) {clip_names(unknown)}; "
             f"outputs are {PREDICT_OUTPUT}, {PROBA_OUTPUT}"
         )
     return names

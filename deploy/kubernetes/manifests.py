@@ -139,10 +139,13 @@ def _container(
             {"name": "grpc", "containerPort": opts.grpc_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": opts.metrics_port, "protocol": "TCP"},
         ],
-        # 5 s x 60 = 300 s to load the models, waiting for MLflow meanwhile (--wait-for-registry): enough for
+        # 1 s x 300 = 300 s to load the models, waiting for MLflow meanwhile (--wait-for-registry): enough for
         # an MLflow restart and a large download; a pod that cannot start by then is restarted (with the
-        # kubelet's back-off) and the rollout fails visibly while the old pods keep serving (maxUnavailable 0)
-        "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
+        # kubelet's back-off) and the rollout fails visibly while the old pods keep serving
+        # (maxUnavailable 0).
+        # Probed every second (a health check is cheap) so a pod is Ready within a second of serving: with 5 s
+        # a 2-replica rollout waited up to 10 s on probe ticks alone (bench/deploy.py)
+        "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 300},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
         "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
