@@ -2,8 +2,10 @@
 retrainer (a `modelloop train` subprocess, or a Kubernetes Job when MODELLOOP_RETRAIN_JOB_TEMPLATE is set),
 and measure one window per model, once or every interval.
 
-Every model named must be registered in MLflow (a typo would otherwise record empty windows under a new
-name): checked before any window is measured, which also says at once when MLflow cannot be reached. MLflow's
+A one-shot pass needs every model named to be registered in MLflow (a typo would otherwise record empty
+windows under a new name): checked before any window is measured, which also says at once when MLflow cannot
+be reached. `--every` checks too but only warns: a long-running monitor may start before its model is
+registered (a fresh install), and outlives an MLflow outage. MLflow's
 client is bounded by `MONITOR_BOUNDS`, so a pass against an unreachable MLflow fails within seconds, and
 `--every` stops on SIGTERM after the pass in progress.
 """
@@ -144,6 +146,10 @@ def monitor(
                 click.echo(f"error: {name}: {exc}", err=True)
             raise SystemExit(1) from None
         log.warning("%s; the passes will try again", exc)  # a long-running monitor outlives an outage
+    except NotFoundError as exc:
+        if interval is None:
+            raise
+        log.warning("%s; its windows are recorded as they come", exc)  # a fresh install registers later
     store = open_prediction_log(settings.resolved_prediction_log_url())
     budget = settings.memory_budget_mb << 20
     try:

@@ -236,15 +236,15 @@ def test_monitor_command_writes_the_window(
     missing = CliRunner().invoke(
         cli, ["monitor", "--model", "no-such-model", *common[2:], "--start", start, "--end", end]
     )
-    assert missing.exit_code == 0 and "status=empty" in missing.output  # no traffic: nothing to look up
+    # a one-shot pass for a model MLflow does not know is a typo, not an empty window: one line, exit 3
+    assert missing.exit_code == 3 and "no-such-model is not registered" in missing.output
     ghost = window_batches(monitored, window.start, 50, seed=11, blocks=1)[0]
     sqlite_store.write(PredictionBatch("ghost", "4", Route.CHAMPION, ghost.table))
     failed = CliRunner().invoke(
         cli, ["monitor", "--model", "ghost", *common[2:], "--start", start, "--end", end]
     )
-    assert (
-        failed.exit_code == 1 and "error: ghost: model 'ghost' version 4 is not registered" in failed.output
-    )
+    # traffic for a model MLflow does not know: refused before anything is measured or recorded
+    assert failed.exit_code == 3 and "model ghost is not registered" in failed.output
 
 
 def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_failures(
