@@ -165,8 +165,7 @@ def _requested_outputs(request: Any) -> list[str]:
     unknown = [n for n in names if n not in (PREDICT_OUTPUT, PROBA_OUTPUT)]
     if unknown:
         raise InvalidInputError(
-            f"unknown output(s) {clip_names(unknown)}; "
-            f"outputs are {PREDICT_OUTPUT}, {PROBA_OUTPUT}"
+            f"unknown output(s) {clip_names(unknown)}; outputs are {PREDICT_OUTPUT}, {PROBA_OUTPUT}"
         )
     return names
 
