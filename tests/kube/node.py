@@ -315,7 +315,6 @@ class PodRun:
             path.write_bytes(data[item["key"]])
 
     def _project(self, projected: Manifest, target: Path) -> None:
-        kube = self.node.kube
         for source in projected.get("sources") or []:
             if "serviceAccountToken" in source:
                 src = source["serviceAccountToken"]
@@ -329,7 +328,6 @@ class PodRun:
                 if kind == "secret":
                     ref["secretName"] = ref.pop("name")
                 self._fill({kind: ref}, target)
-        del kube
 
     def _token(self, seconds: int = 3600) -> str:
         kube = self.node.kube
@@ -654,9 +652,9 @@ class PodRun:
             self.prepare()
         except Exception as exc:
             log.warning("pod %s/%s cannot start: %s", self.namespace, self.name, exc)
-            for c in self.containers or [Container(s) for s in self.spec["containers"]]:
-                c.waiting = ("CreateContainerConfigError", str(exc)[:200])
             self.containers = self.containers or [Container(s) for s in self.spec["containers"]]
+            for c in self.containers:
+                c.waiting = ("CreateContainerConfigError", str(exc)[:200])
             self._write_status()
             self.deleting.wait()
             self._terminate()

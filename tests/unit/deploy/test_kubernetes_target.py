@@ -261,22 +261,14 @@ def test_an_owner_labels_its_objects_and_sees_only_those() -> None:
     from deploy.kubernetes.manifests import CONTROLLER_LABEL, ServingOptions
 
     api, clock = FakeKubeApi(), Clock()
-    mine = KubernetesTarget(
-        api,
-        namespaces=["ml"],
-        image="img:1",
-        options=ServingOptions(owner="a"),
-        clock=clock,
-        sleep=clock.sleep,
-    )
-    theirs = KubernetesTarget(
-        api,
-        namespaces=["ml"],
-        image="img:1",
-        options=ServingOptions(owner="b"),
-        clock=clock,
-        sleep=clock.sleep,
-    )
+
+    def owned_by(owner: str) -> KubernetesTarget:
+        options = ServingOptions(owner=owner)
+        return KubernetesTarget(
+            api, namespaces=["ml"], image="img:1", options=options, clock=clock, sleep=clock.sleep
+        )
+
+    mine, theirs = owned_by("a"), owned_by("b")
     mine.create(spec("1"), deadline=60)
     assert {o["metadata"]["labels"][CONTROLLER_LABEL] for o in api.objects.values()} == {"a"}
     assert [s.name for s in mine.list()] == [BINDING.name]
