@@ -17,10 +17,6 @@ WORKDIR /src
 RUN python -m venv /opt/modelloop
 COPY pyproject.toml README.md ./
 COPY modelloop ./modelloop
-COPY training ./training
-COPY serving ./serving
-COPY monitoring ./monitoring
-COPY deploy ./deploy
 RUN /opt/modelloop/bin/pip install ".[server]" \
  && /opt/modelloop/bin/pip check \
  && /opt/modelloop/bin/python -m compileall -q /opt/modelloop/lib

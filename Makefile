@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := modelloop training serving monitoring deploy
+PACKAGES := modelloop
 export OMP_NUM_THREADS := 1
 export MODELLOOP_TEST_POSTGRES_URL ?= postgresql+psycopg2://modelloop:modelloop-test@127.0.0.1:5432/postgres
 
@@ -35,10 +35,10 @@ lint: venv
 	$(BIN)/lint-imports
 
 proto: venv
-	$(PY) -m serving.protogen
+	$(PY) -m modelloop.contract.wire.protogen
 
 proto-check: venv
-	$(PY) -m serving.protogen --check
+	$(PY) -m modelloop.contract.wire.protogen --check
 
 postgres:
 	bash tools/ensure-postgres.sh

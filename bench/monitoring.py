@@ -30,18 +30,18 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats as sps
 
-from modelloop.predlog import (
+from modelloop.contract.predlog import (
     PREDICTION_COLUMN,
     REQUEST_ID_COLUMN,
     TIME_COLUMN,
     PredictionBatch,
     SqlPredictionLog,
 )
-from modelloop.profile import ReferenceProfile, build_profile
-from modelloop.registry import Route
-from monitoring.config import DriftRules
-from monitoring.drift import feature_drift, summarise
-from monitoring.window import Window, WindowReader
+from modelloop.contract.profile import ReferenceProfile, build_profile
+from modelloop.contract.registry import Route
+from modelloop.monitoring.config import DriftRules
+from modelloop.monitoring.drift import feature_drift, summarise
+from modelloop.monitoring.window import Window, WindowReader
 
 ROWS = 1_000_000
 REFERENCE_ROWS = 100_000

@@ -173,7 +173,7 @@ class Bench:
     def __init__(self, work: Path, env: dict[str, str], tracking_uri: str, version: str, row: Any) -> None:
         import numpy as np
 
-        from serving._generated.inference import grpc_predict_v2_pb2 as pb
+        from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
 
         self.work, self.env, self.tracking_uri, self.version, self.row = work, env, tracking_uri, version, row
         self.points: list[Point] = []
@@ -255,7 +255,7 @@ class Bench:
             _stop(proc)
 
     def mlflow_serve(self) -> None:
-        from deploy.mlflow_server import free_port
+        from modelloop.deploy.mlflow_server import free_port
 
         port = free_port()
         cmd = [
@@ -296,8 +296,8 @@ class Bench:
         """MLServer 1.x with its MLflow runtime and adaptive batching, same pinning (only when installed)."""
         import mlflow
 
-        from deploy.mlflow_server import free_port
-        from serving._generated.inference import grpc_predict_v2_pb2 as pb
+        from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
+        from modelloop.deploy.mlflow_server import free_port
 
         models = self.work / "mlserver"
         model_dir = models / "bench-serving"
@@ -352,7 +352,7 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("bench/serving: needs 2 cores (server and load generator pinned apart)", file=sys.stderr)
         return 1
-    from deploy.mlflow_server import MlflowServer
+    from modelloop.deploy.mlflow_server import MlflowServer
     from tests.models import register_reference_model
 
     work = Path(tempfile.mkdtemp(prefix="modelloop-bench-serving-"))

@@ -71,7 +71,7 @@ def run_callback(uri: str, round_no: int) -> float:
 
 
 def run_ours(uri: str, round_no: int) -> float:
-    from training.trial_runs import TrialRecorder, make_sink
+    from modelloop.training.trial_runs import TrialRecorder, make_sink
 
     client = MlflowClient(uri)
     name = f"recorder-{round_no}"

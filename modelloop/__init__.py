@@ -1,8 +1,9 @@
 """modelloop: closes the loop of a model's life on MLflow.
 
-This package holds the shared contract at the bottom of the layers (settings, registry conventions, the
-reference-profile and prediction-log schemas) and the CLI at the top. Importing it imports none of
-`training`, `serving`, `monitoring` or `deploy`, so the contract can be used from anywhere without a cycle.
+Floors, bottom to top (import-linter enforces them, see `.importlinter` and docs/architecture.md):
+`modelloop.contract` (settings, registry conventions, profile, prediction-log schema, the wire) <-
+`modelloop.training` | `modelloop.serving` | `modelloop.monitoring` <- `modelloop.deploy` <- `modelloop.cli`
+(the command line and the local platform). Importing `modelloop` itself imports none of them.
 """
 
 __version__ = "0.1.0"

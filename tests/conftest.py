@@ -45,7 +45,7 @@ _NOT_RUN = pytest.StashKey[int]()
 @pytest.fixture(scope="session")
 def mlflow_server() -> Iterator[str]:
     """URL of a real `mlflow server` on loopback (SQLite backend, proxied artifacts, webhooks to loopback)."""
-    from deploy.mlflow_server import MlflowServer
+    from modelloop.deploy.mlflow_server import MlflowServer
 
     data_dir = Path(tempfile.mkdtemp(prefix="modelloop-mlflow-"))
     server = MlflowServer(data_dir, webhook_secret_key=_fernet_key())

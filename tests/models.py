@@ -19,8 +19,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from modelloop.profile import build_profile
-from modelloop.registry import MODEL_ARTIFACT_PATH, REFERENCE_PROFILE_PATH, TAG_RUN_KIND
+from modelloop.contract.profile import build_profile
+from modelloop.contract.registry import MODEL_ARTIFACT_PATH, REFERENCE_PROFILE_PATH, TAG_RUN_KIND
 
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from modelloop.cli.errors import MlflowBounds, exit_code_for, one_line, reports_errors
-from modelloop.errors import ConfigError, ModelloopError
-from modelloop.logs import configure_logging
+from modelloop.contract.errors import ConfigError, ModelloopError
+from modelloop.contract.logs import configure_logging
 
 #: one retry, 10 s per request: the registry port tries 3 times with backoff on top (deploy.registry)
 CONTROLLER_BOUNDS = MlflowBounds(retries=1, backoff_factor=1, timeout=10)
@@ -56,11 +56,11 @@ def _read_secret(path: Path | None) -> str | None:
 @reports_errors(mlflow=CONTROLLER_BOUNDS)
 def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> None:
     """Reconcile deployment bindings with the registry (poll + signed MLflow webhooks)."""
-    from deploy.bindings import load_bindings
-    from deploy.controller import Controller
-    from deploy.registry import MlflowRegistry
-    from deploy.settings import ControllerSettings
-    from deploy.target import DeploymentTarget
+    from modelloop.deploy.bindings import load_bindings
+    from modelloop.deploy.controller import Controller
+    from modelloop.deploy.registry import MlflowRegistry
+    from modelloop.deploy.settings import ControllerSettings
+    from modelloop.deploy.target import DeploymentTarget
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     secret = _read_secret(webhook_secret_file)
@@ -73,7 +73,7 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
     targets: dict[str, DeploymentTarget] = {}
     leader = None
     if any(b.target == "local" for b in bindings):
-        from deploy.local import LocalTarget
+        from modelloop.deploy.local import LocalTarget
 
         targets["local"] = LocalTarget(
             tracking_uri=settings.tracking_uri,
@@ -83,10 +83,10 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
             shared=settings.local_shared,
         )
     if any(b.target == "kubernetes" for b in bindings):
-        from deploy.kubernetes.api import DynamicKubeApi
-        from deploy.kubernetes.leader import LeaseElector
-        from deploy.kubernetes.manifests import ServingOptions
-        from deploy.kubernetes.target import KubernetesTarget
+        from modelloop.deploy.kubernetes.api import DynamicKubeApi
+        from modelloop.deploy.kubernetes.leader import LeaseElector
+        from modelloop.deploy.kubernetes.manifests import ServingOptions
+        from modelloop.deploy.kubernetes.target import KubernetesTarget
 
         api = DynamicKubeApi()
         options = ServingOptions(
@@ -137,7 +137,7 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
 def _reconcile_once(ctl: Any, bindings: list[Any]) -> int:
     """Reconcile each binding once, here and now; print `name: outcome` for each and an `error:` line for each
     left unreconciled. Returns the exit code: 0, or that of the last problem."""
-    from deploy.reconcile import Outcome
+    from modelloop.deploy.reconcile import Outcome
 
     code = 0
     for binding in bindings:

@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from modelloop.cli.errors import reports_errors
-from modelloop.errors import ConfigError
-from modelloop.logs import configure_logging
+from modelloop.contract.errors import ConfigError
+from modelloop.contract.logs import configure_logging
 
 MARKER = ".modelloop-demo"
 

@@ -32,13 +32,13 @@ from modelloop.cli.demo_data import SHIFT_FACTOR, TARGET, DemoData, TrainingTabl
 from modelloop.cli.local_monitoring import LocalMonitoring, describe_outcome
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
 from modelloop.cli.traffic import Labelled, TrafficGenerator, TrafficStats
-from modelloop.errors import ModelloopError
-from modelloop.registry import PRODUCTION_ALIAS, TAG_GATE, TAG_GATE_REASONS, TAG_TRIGGERED_BY
+from modelloop.contract.errors import ModelloopError
+from modelloop.contract.registry import PRODUCTION_ALIAS, TAG_GATE, TAG_GATE_REASONS, TAG_TRIGGERED_BY
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from monitoring.job import WindowOutcome
+    from modelloop.monitoring.job import WindowOutcome
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class DemoLoop:
     # steps ------------------------------------------------------------------------------------------------
 
     def _start(self) -> str:
-        from deploy.bindings import parse_bindings
+        from modelloop.deploy.bindings import parse_bindings
 
         demo_dir = self.data_dir / "demo"
         demo_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +252,7 @@ class DemoLoop:
         return f"MLflow UI at {self.platform.tracking_uri}, data in {self.data_dir}"
 
     def _train(self) -> str:
-        from training import load_config, run_training
+        from modelloop.training import load_config, run_training
 
         data = DemoData.build()
         self.data = data
@@ -279,9 +279,9 @@ class DemoLoop:
         return f"{MODEL}@{PRODUCTION_ALIAS} -> version {version}"
 
     def _deploy(self) -> str:
-        from modelloop.predlog import open_prediction_log
-        from monitoring.feedback import record_feedback
-        from serving.client import ScoringClient
+        from modelloop.contract.predlog import open_prediction_log
+        from modelloop.monitoring.feedback import record_feedback
+        from modelloop.serving.client import ScoringClient
 
         assert self.platform is not None and self.table is not None
         address = self.platform.wait_for_endpoint(BINDING, timeout=self.sizes.step_timeout)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 
-from modelloop.registry import (
+from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
     DEPLOYMENTS_EXPERIMENT,
     MONITORING_EXPERIMENT,

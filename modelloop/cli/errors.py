@@ -20,7 +20,13 @@ from typing import ParamSpec, TypeVar, overload
 
 import click
 
-from modelloop.errors import ConfigError, InvalidInputError, ModelloopError, NotFoundError, UnavailableError
+from modelloop.contract.errors import (
+    ConfigError,
+    InvalidInputError,
+    ModelloopError,
+    NotFoundError,
+    UnavailableError,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from modelloop.cli.errors import reports_errors
-from modelloop.errors import InvalidInputError
-from modelloop.logs import configure_logging
+from modelloop.contract.errors import InvalidInputError
+from modelloop.contract.logs import configure_logging
 
 
 @click.command()
@@ -29,9 +29,9 @@ def feedback(
     prediction_log_url: str | None,
 ) -> None:
     """Record ground-truth labels for logged predictions (keyed by request id)."""
-    from modelloop.predlog import Feedback, open_prediction_log
-    from monitoring.feedback import parse_label, read_labels_csv, record_feedback
-    from monitoring.settings import MonitorSettings
+    from modelloop.contract.predlog import Feedback, open_prediction_log
+    from modelloop.monitoring.feedback import parse_label, read_labels_csv, record_feedback
+    from modelloop.monitoring.settings import MonitorSettings
 
     if (csv_file is None) == (request_id is None and label is None):
         raise InvalidInputError("give either --file or --request-id with --label")

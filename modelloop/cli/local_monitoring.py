@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from modelloop.predlog.store import SqlPredictionLog
-    from monitoring.config import MonitorConfig
-    from monitoring.job import WindowOutcome
-    from monitoring.retrain import SubprocessRetrainer
-    from monitoring.tracking import MonitoringTracker
+    from modelloop.contract.predlog.store import SqlPredictionLog
+    from modelloop.monitoring.config import MonitorConfig
+    from modelloop.monitoring.job import WindowOutcome
+    from modelloop.monitoring.retrain import SubprocessRetrainer
+    from modelloop.monitoring.tracking import MonitoringTracker
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ class LocalMonitoring:
         retrain_args: Sequence[str] = (),
         on_outcome: Callable[[WindowOutcome], None] | None = None,
     ) -> None:
-        from modelloop.predlog import open_prediction_log
-        from monitoring.config import load_monitor_config
-        from monitoring.retrain import SubprocessRetrainer
-        from monitoring.tracking import MonitoringTracker
+        from modelloop.contract.predlog import open_prediction_log
+        from modelloop.monitoring.config import load_monitor_config
+        from modelloop.monitoring.retrain import SubprocessRetrainer
+        from modelloop.monitoring.tracking import MonitoringTracker
 
         self.models = models
         self.window = window
@@ -69,7 +69,7 @@ class LocalMonitoring:
         self.on_outcome = on_outcome
 
     def run_pass(self) -> None:
-        from monitoring.job import run_pass
+        from modelloop.monitoring.job import run_pass
 
         models = list(self.models())
         if not models:

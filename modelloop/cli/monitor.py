@@ -22,8 +22,8 @@ from typing import Any
 import click
 
 from modelloop.cli.errors import MlflowBounds, reports_errors
-from modelloop.errors import InvalidInputError, ModelloopError, NotFoundError, UnavailableError
-from modelloop.logs import configure_logging
+from modelloop.contract.errors import InvalidInputError, ModelloopError, NotFoundError, UnavailableError
+from modelloop.contract.logs import configure_logging
 
 #: 3 attempts, 30 s per request at most (reports and plots are uploaded as artifacts)
 MONITOR_BOUNDS = MlflowBounds(retries=2, backoff_factor=1, timeout=30)
@@ -54,7 +54,7 @@ def _check_registered(client: Any, tracking_uri: str, models: tuple[str, ...]) -
     """NotFoundError for the first model not registered; UnavailableError when MLflow cannot be reached."""
     from mlflow.exceptions import MlflowException
 
-    from serving.model_host import public_uri
+    from modelloop.serving.model_host import public_uri
 
     for name in models:
         try:
@@ -102,16 +102,16 @@ def monitor(
     **flags: Any,
 ) -> None:
     """Measure drift and quality of each model over a window, write it to MLflow, maybe retrain."""
-    from modelloop.predlog import open_prediction_log
-    from monitoring.config import load_monitor_config
-    from monitoring.job import run_pass, run_window
-    from monitoring.retrain import Retrainer, SubprocessRetrainer
-    from monitoring.settings import MonitorSettings
-    from monitoring.tracking import MonitoringTracker
-    from monitoring.window import Window, parse_duration, parse_time
+    from modelloop.contract.predlog import open_prediction_log
+    from modelloop.monitoring.config import load_monitor_config
+    from modelloop.monitoring.job import run_pass, run_window
+    from modelloop.monitoring.retrain import Retrainer, SubprocessRetrainer
+    from modelloop.monitoring.settings import MonitorSettings
+    from modelloop.monitoring.tracking import MonitoringTracker
+    from modelloop.monitoring.window import Window, parse_duration, parse_time
 
     if bindings_file is not None:
-        from deploy.bindings import load_bindings
+        from modelloop.deploy.bindings import load_bindings
 
         bound = [b.model for b in load_bindings(bindings_file)]
         models = tuple(dict.fromkeys([*models, *bound]))
@@ -133,7 +133,7 @@ def monitor(
     tracker = MonitoringTracker(settings.tracking_uri)
     retrainer: Retrainer | None = None
     if settings.retrain and settings.retrain_job_template is not None:
-        from deploy.retrain_job import cluster_retrainer
+        from modelloop.deploy.retrain_job import cluster_retrainer
 
         retrainer = cluster_retrainer(settings.retrain_job_template, namespace=settings.retrain_namespace)
     elif settings.retrain:

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import Field
 
-from modelloop.errors import ConfigError, ModelloopError
-from modelloop.settings import CommonSettings
+from modelloop.contract.errors import ConfigError, ModelloopError
+from modelloop.contract.settings import CommonSettings
 
 if TYPE_CHECKING:
-    from deploy.bindings import Binding
-    from deploy.controller import Controller
-    from deploy.local import LocalTarget
-    from deploy.mlflow_server import MlflowServer
+    from modelloop.deploy.bindings import Binding
+    from modelloop.deploy.controller import Controller
+    from modelloop.deploy.local import LocalTarget
+    from modelloop.deploy.mlflow_server import MlflowServer
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,11 @@ class LocalPlatform:
         return f"sqlite:///{self.data_dir / 'predictions.db'}"
 
     def start(self) -> LocalPlatform:
-        from deploy.controller import Controller
-        from deploy.local import LocalTarget
-        from deploy.mlflow_server import MlflowServer, free_port
-        from deploy.registry import MlflowRegistry
-        from deploy.webhook_registration import register_webhook
+        from modelloop.deploy.controller import Controller
+        from modelloop.deploy.local import LocalTarget
+        from modelloop.deploy.mlflow_server import MlflowServer, free_port
+        from modelloop.deploy.registry import MlflowRegistry
+        from modelloop.deploy.webhook_registration import register_webhook
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secrets_dir = self.data_dir / "secrets"

@@ -1,10 +1,10 @@
 """`modelloop serve`: parse the scoring server's settings once (flags over `MODELLOOP_*` environment), set up
-logging, and run `serving.app.run` until SIGTERM (drain, then exit 0).
+logging, and run `modelloop.serving.app.run` until SIGTERM (drain, then exit 0).
 
 MLflow's client is bounded by `SERVE_BOUNDS`: against a registry that refuses connections serve fails in a
 few seconds, against a silent one in under 30 s (3 attempts of at most 8 s each), unless told to keep
 trying (`--wait-for-registry`). A hot swap while MLflow is down fails as fast. After the drain the process
-leaves at once, without waiting for a load it abandoned (see `serving.app`).
+leaves at once, without waiting for a load it abandoned (see `modelloop.serving.app`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import click
 from pydantic import ValidationError
 
 from modelloop.cli.errors import MlflowBounds, reports_errors
-from modelloop.errors import ConfigError
-from modelloop.logs import configure_logging
+from modelloop.contract.errors import ConfigError
+from modelloop.contract.logs import configure_logging
 
 _PATH = click.Path(path_type=Path)
 #: 3 attempts, 8 s each at most: a silent MLflow is reported in under 30 s, a closed port in about 3 s
@@ -80,8 +80,8 @@ log = logging.getLogger(__name__)
 @reports_errors(mlflow=SERVE_BOUNDS)
 def serve(models: tuple[str, ...], **flags: Any) -> None:
     """Run the gRPC scoring server (Open Inference Protocol v2) for models from the MLflow registry."""
-    from serving.app import run
-    from serving.settings import ServeSettings
+    from modelloop.serving.app import run
+    from modelloop.serving.settings import ServeSettings
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     if models:

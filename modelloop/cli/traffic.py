@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from modelloop.cli.demo_data import TrafficRow
-from modelloop.errors import ModelloopError
+from modelloop.contract.errors import ModelloopError
 
 if TYPE_CHECKING:
-    from serving.client import ScoringClient
+    from modelloop.serving.client import ScoringClient
 
 log = logging.getLogger(__name__)
 

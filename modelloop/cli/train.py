@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from modelloop.cli.errors import reports_errors
-from modelloop.logs import configure_logging
-from modelloop.settings import CommonSettings
+from modelloop.contract.logs import configure_logging
+from modelloop.contract.settings import CommonSettings
 
 
 def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
@@ -58,7 +58,7 @@ def train(
     """Tune, record and register a model from a training config."""
     import optuna
 
-    from training import load_config, run_training
+    from modelloop.training import load_config, run_training
 
     settings = CommonSettings(tracking_uri=tracking_uri) if tracking_uri else CommonSettings()
     configure_logging(

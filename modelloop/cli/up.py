@@ -13,7 +13,7 @@ import click
 
 from modelloop.cli.errors import reports_errors
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
-from modelloop.logs import configure_logging
+from modelloop.contract.logs import configure_logging
 
 
 def metrics_address(platform: LocalPlatform, binding: str) -> str | None:
@@ -65,8 +65,8 @@ def describe(platform: LocalPlatform) -> list[str]:
 @reports_errors
 def up(**flags: Any) -> None:
     """Start the whole local platform and keep it running until Ctrl-C."""
-    from deploy.bindings import load_bindings
     from modelloop.cli.local_monitoring import LocalMonitoring
+    from modelloop.deploy.bindings import load_bindings
 
     settings = PlatformSettings(**{k: v for k, v in flags.items() if v is not None})
     configure_logging(settings.log_level, settings.log_format)

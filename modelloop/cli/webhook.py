@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from modelloop.cli.errors import reports_errors
-from modelloop.errors import ConfigError
-from modelloop.settings import CommonSettings
+from modelloop.contract.errors import ConfigError
+from modelloop.contract.settings import CommonSettings
 
 
 @click.group()
@@ -30,7 +30,7 @@ def webhook() -> None:
 @reports_errors
 def register(url: str, secret_file: Path, tracking_uri: str | None, name: str) -> None:
     """Register (or update) the webhook."""
-    from deploy.webhook_registration import register_webhook
+    from modelloop.deploy.webhook_registration import register_webhook
 
     overrides: dict[str, Any] = {"tracking_uri": tracking_uri} if tracking_uri else {}
     settings = CommonSettings(**overrides)

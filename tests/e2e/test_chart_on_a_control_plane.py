@@ -30,10 +30,10 @@ import yaml
 from kubernetes import client, config
 from sklearn.datasets import load_breast_cancer
 
-from deploy.retrain_job import cluster_retrainer
-from modelloop.registry import TAG_ROLLOUT
-from monitoring.retrain import RetrainRequest
-from serving.client import ScoringClient
+from modelloop.contract.registry import TAG_ROLLOUT
+from modelloop.deploy.retrain_job import cluster_retrainer
+from modelloop.monitoring.retrain import RetrainRequest
+from modelloop.serving.client import ScoringClient
 from tests.integration.helm.conftest import CHART, helm_path
 from tests.kube.control_plane import ControlPlane
 from tests.kube.node import NodeStandIn, write_token_kubeconfig

@@ -14,15 +14,15 @@ import uuid
 import mlflow
 import pytest
 
-from deploy.bindings import parse_bindings
-from deploy.controller import Controller
-from deploy.kubernetes.api import DynamicKubeApi
-from deploy.kubernetes.leader import LeaseElector
-from deploy.kubernetes.manifests import ServingOptions
-from deploy.kubernetes.target import KubernetesTarget
-from deploy.registry import MlflowRegistry
-from deploy.settings import ControllerSettings
-from modelloop.registry import TAG_ROLLOUT
+from modelloop.contract.registry import TAG_ROLLOUT
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.controller import Controller
+from modelloop.deploy.kubernetes.api import DynamicKubeApi
+from modelloop.deploy.kubernetes.leader import LeaseElector
+from modelloop.deploy.kubernetes.manifests import ServingOptions
+from modelloop.deploy.kubernetes.target import KubernetesTarget
+from modelloop.deploy.registry import MlflowRegistry
+from modelloop.deploy.settings import ControllerSettings
 from tests.models import register_reference_model
 
 from .conftest import required

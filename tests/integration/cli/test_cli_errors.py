@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from deploy.mlflow_server import free_port
+from modelloop.deploy.mlflow_server import free_port
 from tests.models import register_reference_model
 
 MODEL = "cli-errors"

@@ -20,10 +20,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import FileInfo
 
-from deploy.mlflow_server import MlflowServer
 from modelloop.cli.demo_data import TARGET, DemoData
 from modelloop.cli.demo_loop import BINDING, MODEL
-from modelloop.registry import (
+from modelloop.contract.registry import (
     DEPLOYMENTS_EXPERIMENT,
     MONITORING_EXPERIMENT,
     PRODUCTION_ALIAS,
@@ -33,7 +32,8 @@ from modelloop.registry import (
     TAG_ROLLOUT_BINDING,
     TAG_TRIGGERED_BY,
 )
-from serving.client import ScoringClient
+from modelloop.deploy.mlflow_server import MlflowServer
+from modelloop.serving.client import ScoringClient
 
 
 @dataclass(frozen=True)

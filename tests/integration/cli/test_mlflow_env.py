@@ -29,8 +29,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from modelloop.registry import MONITORING_EXPERIMENT, TAG_ROLLOUT
-from serving.client import ScoringClient
+from modelloop.contract.registry import MONITORING_EXPERIMENT, TAG_ROLLOUT
+from modelloop.serving.client import ScoringClient
 from tests.models import RegisteredModel, register_reference_model
 
 MODEL = "mlflow-env"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from modelloop.errors import ConfigError, InvalidInputError, UnavailableError
-from modelloop.predlog import (
+from modelloop.contract.errors import ConfigError, InvalidInputError, UnavailableError
+from modelloop.contract.predlog import (
     PREDICTION_COLUMN,
     REQUEST_ID_COLUMN,
     ROUTE_COLUMN,
@@ -20,7 +20,7 @@ from modelloop.predlog import (
     PredictionBatch,
     SqlPredictionLog,
 )
-from modelloop.registry import Route
+from modelloop.contract.registry import Route
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from modelloop.errors import ConfigError, UnavailableError
-from modelloop.predlog import (
+from modelloop.contract.errors import ConfigError, UnavailableError
+from modelloop.contract.predlog import (
     PREDICTION_COLUMN,
     REQUEST_ID_COLUMN,
     TIME_COLUMN,
@@ -33,9 +33,9 @@ from modelloop.predlog import (
     ensure_schema,
     head_revision,
 )
-from modelloop.predlog.migrate import INITIAL_REVISION, SCHEMA_LOCK_KEY
-from modelloop.predlog.tables import VERSION_TABLE, blocks_table, feedback_table, metadata
-from modelloop.registry import Route
+from modelloop.contract.predlog.migrate import INITIAL_REVISION, SCHEMA_LOCK_KEY
+from modelloop.contract.predlog.tables import VERSION_TABLE, blocks_table, feedback_table, metadata
+from modelloop.contract.registry import Route
 from tests.conftest import scratch_database
 
 WRITERS = 8
@@ -160,7 +160,7 @@ def test_a_create_all_era_database_is_adopted_with_its_rows(
     _make_create_all_era_database(engine)
     assert not sa.inspect(engine).has_table(VERSION_TABLE)
 
-    caplog.set_level(logging.INFO, logger="modelloop.predlog.migrate")
+    caplog.set_level(logging.INFO, logger="modelloop.contract.predlog.migrate")
     store = SqlPredictionLog(url)
     try:
         assert f"adopting tables made before migrations at {INITIAL_REVISION}" in caplog.text

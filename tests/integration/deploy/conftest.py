@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.mlflow_server import MlflowServer
+from modelloop.deploy.mlflow_server import MlflowServer
 from tests.models import RegisteredModel, register_reference_model
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import mlflow
 from click.testing import CliRunner
 
-from deploy.local import read_port_file
 from modelloop.cli import cli
-from serving.client import ScoringClient
+from modelloop.deploy.local import read_port_file
+from modelloop.serving.client import ScoringClient
 
 from .conftest import Registered
 from .test_controller_local import field, wait_for

@@ -21,23 +21,23 @@ import mlflow
 import pytest
 from matplotlib.image import imread
 
-from deploy.bindings import parse_bindings
-from deploy.controller import Controller
-from deploy.local import LocalTarget
-from deploy.mlflow_server import MlflowServer
-from deploy.reconcile import Outcome
-from deploy.registry import MlflowRegistry
-from deploy.target import DeploymentSpec, DeploymentState
-from deploy.webhook import sign
-from deploy.webhook_registration import register_webhook
-from modelloop.registry import (
+from modelloop.contract.registry import (
     DEPLOYMENTS_EXPERIMENT,
     TAG_ROLLOUT,
     TAG_ROLLOUT_BINDING,
     TAG_ROLLOUT_REASON,
     TAG_ROLLOUT_SINCE,
 )
-from serving.client import ScoringClient
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.controller import Controller
+from modelloop.deploy.local import LocalTarget
+from modelloop.deploy.mlflow_server import MlflowServer
+from modelloop.deploy.reconcile import Outcome
+from modelloop.deploy.registry import MlflowRegistry
+from modelloop.deploy.target import DeploymentSpec, DeploymentState
+from modelloop.deploy.webhook import sign
+from modelloop.deploy.webhook_registration import register_webhook
+from modelloop.serving.client import ScoringClient
 
 from .conftest import Registered
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bindings import parse_bindings
-from deploy.local import LocalTarget, _Server
-from deploy.target import DeploymentSpec
-from modelloop.errors import ModelloopError
-from serving.client import ScoringClient
+from modelloop.contract.errors import ModelloopError
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.local import LocalTarget, _Server
+from modelloop.deploy.target import DeploymentSpec
+from modelloop.serving.client import ScoringClient
 
 from .conftest import Registered
 from .test_controller_local import rows, wait_for

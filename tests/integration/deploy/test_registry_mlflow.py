@@ -8,8 +8,8 @@ import time
 import mlflow
 import pytest
 
-from deploy.registry import RUN_TAG_RECORD_ID, MlflowRegistry, RolloutRecord
-from modelloop.registry import DEPLOYMENTS_EXPERIMENT
+from modelloop.contract.registry import DEPLOYMENTS_EXPERIMENT
+from modelloop.deploy.registry import RUN_TAG_RECORD_ID, MlflowRegistry, RolloutRecord
 
 from .conftest import Registered
 from .test_controller_local import assert_rollout_plot

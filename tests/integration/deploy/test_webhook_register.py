@@ -8,9 +8,9 @@ from pathlib import Path
 import mlflow
 from click.testing import CliRunner
 
-from deploy.webhook import Event, WebhookVerifier
-from deploy.webhook_http import WebhookServer
 from modelloop.cli import cli
+from modelloop.deploy.webhook import Event, WebhookVerifier
+from modelloop.deploy.webhook_http import WebhookServer
 
 from .conftest import Registered
 

@@ -26,14 +26,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy.bindings import Autoscaling, Binding, load_bindings, parse_bindings
-from deploy.errors import RolloutFailedError
-from deploy.kubernetes.leader import LeaseElector
-from deploy.kubernetes.manifests import Manifest, ServingOptions, render_binding
-from deploy.kubernetes.target import KubernetesTarget
-from deploy.settings import ControllerSettings
-from deploy.target import DeploymentSpec
 from modelloop.cli.controller import controller
+from modelloop.deploy.bindings import Autoscaling, Binding, load_bindings, parse_bindings
+from modelloop.deploy.errors import RolloutFailedError
+from modelloop.deploy.kubernetes.leader import LeaseElector
+from modelloop.deploy.kubernetes.manifests import Manifest, ServingOptions, render_binding
+from modelloop.deploy.kubernetes.target import KubernetesTarget
+from modelloop.deploy.settings import ControllerSettings
+from modelloop.deploy.target import DeploymentSpec
 from tests.unit.deploy.fake_kube import Call, FakeKubeApi
 
 from .conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, by_kind, one, pod_spec, render
@@ -450,7 +450,7 @@ def _schema_keys(node: dict[str, Any]) -> set[str]:
 
 
 def test_values_schema_for_bindings_matches_the_binding_model() -> None:
-    from deploy.bindings import Autoscaling, Challenger, Resources
+    from modelloop.deploy.bindings import Autoscaling, Challenger, Resources
 
     schema = yaml.safe_load((CHART / "values.schema.json").read_text(encoding="utf-8"))
     item = schema["properties"]["bindings"]["items"]

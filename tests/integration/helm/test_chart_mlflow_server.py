@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from deploy.mlflow_server import free_port
+from modelloop.deploy.mlflow_server import free_port
 from tests.conftest import scratch_database
 
 from .conftest import CI_VALUES, NAMESPACE, RELEASE, Manifest, one, render

@@ -540,7 +540,7 @@ def test_controller_passes_the_scoring_deployments_deadlines(helm_major: str) ->
 
 def test_controller_settings_reach_controller_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The env names are those ControllerSettings (prefix MODELLOOP_) reads for the two fields."""
-    from deploy.settings import ControllerSettings
+    from modelloop.deploy.settings import ControllerSettings
 
     env = _controller_env(render("v3", [TRIAL], ["controller.progressDeadlineSeconds=420"]))
     for name in ("scoring_progress_deadline_seconds", "scoring_min_ready_seconds"):

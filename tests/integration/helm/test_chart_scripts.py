@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from deploy.mlflow_server import free_port
+from modelloop.deploy.mlflow_server import free_port
 
 from .conftest import CI_VALUES, RELEASE, one, render
 

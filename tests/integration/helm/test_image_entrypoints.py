@@ -16,9 +16,9 @@ import click
 import pytest
 import yaml
 
-from deploy.bindings import parse_bindings
-from deploy.kubernetes.manifests import ServingOptions, render_binding
 from modelloop.cli import COMMANDS
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.kubernetes.manifests import ServingOptions, render_binding
 
 from .conftest import CHART, CI_VALUES, ROOT, Manifest, by_kind, pod_spec, render
 

@@ -19,12 +19,12 @@ import mlflow
 import pytest
 import yaml
 
-from deploy.retrain_job import CONFIG_PATH, cluster_retrainer
-from modelloop.predlog import SqlPredictionLog
-from modelloop.registry import TAG_RETRAIN_DECISION
-from monitoring.retrain import RetrainRequest
-from monitoring.settings import MonitorSettings
-from monitoring.window import Window
+from modelloop.contract.predlog import SqlPredictionLog
+from modelloop.contract.registry import TAG_RETRAIN_DECISION
+from modelloop.deploy.retrain_job import CONFIG_PATH, cluster_retrainer
+from modelloop.monitoring.retrain import RetrainRequest
+from modelloop.monitoring.settings import MonitorSettings
+from modelloop.monitoring.window import Window
 from tests.integration.monitoring.conftest import (
     T0,
     TRAINING_CONFIG,

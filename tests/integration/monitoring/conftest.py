@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from modelloop.predlog import (
+from modelloop.contract.predlog import (
     LATENCY_COLUMN,
     PREDICTION_COLUMN,
     REQUEST_ID_COLUMN,
@@ -23,7 +23,7 @@ from modelloop.predlog import (
     PredictionBatch,
     SqlPredictionLog,
 )
-from modelloop.registry import PARAM_METRIC, PARAM_TASK, RESOLVED_CONFIG_PATH, Route
+from modelloop.contract.registry import PARAM_METRIC, PARAM_TASK, RESOLVED_CONFIG_PATH, Route
 from tests.models import RegisteredModel, register_reference_model
 
 #: Windows of these tests lie in the past, aligned to 15 minutes.

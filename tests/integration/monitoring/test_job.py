@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from mlflow.entities import ViewType
 
 from modelloop.cli import cli
-from modelloop.predlog import PredictionBatch, SqlPredictionLog
-from modelloop.registry import (
+from modelloop.contract.predlog import PredictionBatch, SqlPredictionLog
+from modelloop.contract.registry import (
     MONITORING_EXPERIMENT,
     TAG_MONITOR_MODEL,
     TAG_MONITOR_STATUS,
@@ -25,12 +25,12 @@ from modelloop.registry import (
     TAG_RETRAIN_DECISION,
     Route,
 )
-from monitoring.config import ModelMonitorConfig, MonitorConfig, RetrainPolicy
-from monitoring.drift import feature_drift
-from monitoring.feedback import record_feedback
-from monitoring.job import PassResult, run_pass, run_window
-from monitoring.tracking import MonitoringTracker
-from monitoring.window import Window, WindowReader
+from modelloop.monitoring.config import ModelMonitorConfig, MonitorConfig, RetrainPolicy
+from modelloop.monitoring.drift import feature_drift
+from modelloop.monitoring.feedback import record_feedback
+from modelloop.monitoring.job import PassResult, run_pass, run_window
+from modelloop.monitoring.tracking import MonitoringTracker
+from modelloop.monitoring.window import Window, WindowReader
 from tests.integration.monitoring.conftest import T0, TEST_METRICS, WINDOW, Monitored, window_batches, write
 
 NO_RETRAIN = ModelMonitorConfig(retrain=RetrainPolicy(enabled=False))

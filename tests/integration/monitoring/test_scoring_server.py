@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelloop.predlog import SqlPredictionLog
-from monitoring.config import ModelMonitorConfig, RetrainPolicy
-from monitoring.feedback import record_feedback
-from monitoring.job import run_window
-from monitoring.tracking import MonitoringTracker
-from monitoring.window import Window
-from serving.client import ScoringClient
-from serving.settings import ServeSettings
+from modelloop.contract.predlog import SqlPredictionLog
+from modelloop.monitoring.config import ModelMonitorConfig, RetrainPolicy
+from modelloop.monitoring.feedback import record_feedback
+from modelloop.monitoring.job import run_window
+from modelloop.monitoring.tracking import MonitoringTracker
+from modelloop.monitoring.window import Window
+from modelloop.serving.client import ScoringClient
+from modelloop.serving.settings import ServeSettings
 from tests.integration.monitoring.conftest import register_monitored
 from tests.integration.serving.conftest import RunningServer
 

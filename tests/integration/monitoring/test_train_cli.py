@@ -12,20 +12,20 @@ import numpy as np
 import pyarrow as pa
 from sklearn.datasets import load_breast_cancer
 
-from modelloop.predlog import (
+from modelloop.contract.predlog import (
     PREDICTION_COLUMN,
     REQUEST_ID_COLUMN,
     TIME_COLUMN,
     PredictionBatch,
     SqlPredictionLog,
 )
-from modelloop.registry import RESOLVED_CONFIG_PATH, TAG_RETRAIN_CAUSE, TAG_TRIGGERED_BY, Route
-from monitoring.config import ModelMonitorConfig, RetrainPolicy
-from monitoring.job import run_window
-from monitoring.retrain import SubprocessRetrainer
-from monitoring.tracking import MonitoringTracker
-from monitoring.trigger import Decision
-from monitoring.window import Window
+from modelloop.contract.registry import RESOLVED_CONFIG_PATH, TAG_RETRAIN_CAUSE, TAG_TRIGGERED_BY, Route
+from modelloop.monitoring.config import ModelMonitorConfig, RetrainPolicy
+from modelloop.monitoring.job import run_window
+from modelloop.monitoring.retrain import SubprocessRetrainer
+from modelloop.monitoring.tracking import MonitoringTracker
+from modelloop.monitoring.trigger import Decision
+from modelloop.monitoring.window import Window
 
 CONFIG = """
 model_name: {name}

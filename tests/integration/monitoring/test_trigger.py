@@ -13,20 +13,20 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from modelloop.predlog import SqlPredictionLog
-from modelloop.registry import (
+from modelloop.contract.predlog import SqlPredictionLog
+from modelloop.contract.registry import (
     TAG_RETRAIN_CAUSE,
     TAG_RETRAIN_DECISION,
     TAG_RETRAIN_FIRED_AT,
     TAG_RETRAIN_MONITORING_RUN,
 )
-from monitoring.config import DriftRules, ModelMonitorConfig, RetrainPolicy
-from monitoring.feedback import record_feedback
-from monitoring.job import run_window
-from monitoring.retrain import SubprocessRetrainer
-from monitoring.tracking import TAG_QUALITY_BREACHED, MonitoringTracker
-from monitoring.trigger import Decision
-from monitoring.window import Window
+from modelloop.monitoring.config import DriftRules, ModelMonitorConfig, RetrainPolicy
+from modelloop.monitoring.feedback import record_feedback
+from modelloop.monitoring.job import run_window
+from modelloop.monitoring.retrain import SubprocessRetrainer
+from modelloop.monitoring.tracking import TAG_QUALITY_BREACHED, MonitoringTracker
+from modelloop.monitoring.trigger import Decision
+from modelloop.monitoring.window import Window
 from tests.integration.monitoring.conftest import (
     T0,
     TRAINING_CONFIG,

@@ -22,10 +22,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from modelloop.profile import build_profile
-from modelloop.registry import MODEL_ARTIFACT_PATH, REFERENCE_PROFILE_PATH
-from serving.app import run
-from serving.settings import ServeSettings
+from modelloop.contract.profile import build_profile
+from modelloop.contract.registry import MODEL_ARTIFACT_PATH, REFERENCE_PROFILE_PATH
+from modelloop.serving.app import run
+from modelloop.serving.settings import ServeSettings
 from tests.models import RegisteredModel, register_reference_model
 
 REF = "serving-ref"

@@ -13,19 +13,19 @@ import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modelloop.errors import ConfigError, InvalidInputError, NotFoundError, UnavailableError
-from serving._generated.inference import grpc_predict_v2_pb2 as pb
-from serving._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from serving._generated.modelloop.admin.v1 import admin_pb2 as admin_pb
-from serving.client import ScoringClient, build_request
-from serving.core import InferenceCore
-from serving.errors import OversizedInputError
-from serving.grpc_server import ScoringServer
-from serving.hosting import ModelHost
-from serving.metrics import ServingMetrics
-from serving.model_host import LoadedModel
-from serving.schema import Column, Features, ModelSchema
-from serving.status import INTERNAL_MESSAGE
+from modelloop.contract.errors import ConfigError, InvalidInputError, NotFoundError, UnavailableError
+from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
+from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelloop.contract.wire._generated.modelloop.admin.v1 import admin_pb2 as admin_pb
+from modelloop.serving.client import ScoringClient, build_request
+from modelloop.serving.core import InferenceCore
+from modelloop.serving.errors import OversizedInputError
+from modelloop.serving.grpc_server import ScoringServer
+from modelloop.serving.hosting import ModelHost
+from modelloop.serving.metrics import ServingMetrics
+from modelloop.serving.model_host import LoadedModel
+from modelloop.serving.schema import Column, Features, ModelSchema
+from modelloop.serving.status import INTERNAL_MESSAGE
 
 from .conftest import ADMIN_TOKEN, MIXED, REF, REG, Models, RunningServer, mixed_frame, settings_for
 

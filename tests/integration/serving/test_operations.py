@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelloop.errors import UnavailableError
-from serving._generated.inference import grpc_predict_v2_pb2 as pb
-from serving._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from serving.client import ScoringClient, build_request
-from serving.core import InferenceCore
-from serving.grpc_server import REQUEST_ID_HEADER, ScoringServer, ServerOptions
-from serving.hosting import BatchingConfig, ModelHost
-from serving.metrics import ServingMetrics
-from serving.model_host import LoadedModel
-from serving.schema import Column, Features, ModelSchema
+from modelloop.contract.errors import UnavailableError
+from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
+from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelloop.serving.client import ScoringClient, build_request
+from modelloop.serving.core import InferenceCore
+from modelloop.serving.grpc_server import REQUEST_ID_HEADER, ScoringServer, ServerOptions
+from modelloop.serving.hosting import BatchingConfig, ModelHost
+from modelloop.serving.metrics import ServingMetrics
+from modelloop.serving.model_host import LoadedModel
+from modelloop.serving.schema import Column, Features, ModelSchema
 
 from .conftest import REF, Models
 

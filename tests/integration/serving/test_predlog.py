@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from modelloop.predlog import Feedback, SqlPredictionLog
-from serving.client import ScoringClient
+from modelloop.contract.predlog import Feedback, SqlPredictionLog
+from modelloop.serving.client import ScoringClient
 
 from .conftest import REF, Models
 from .test_swap import wait_for
@@ -101,7 +101,7 @@ def test_database_down_buffers_then_flushes_and_counts_overflow(  # type: ignore
 
 @pytest.mark.parametrize("url", ["not a url", "nosuchdriver://x"])
 def test_a_bad_log_url_is_a_config_error(start_server, url: str) -> None:  # type: ignore[no-untyped-def]
-    from modelloop.errors import ConfigError
+    from modelloop.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match="prediction log URL"):
         start_server(prediction_log_url=url)

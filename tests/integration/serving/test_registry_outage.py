@@ -27,9 +27,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.mlflow_server import free_port
-from modelloop.errors import UnavailableError
-from serving.client import ScoringClient
+from modelloop.contract.errors import UnavailableError
+from modelloop.deploy.mlflow_server import free_port
+from modelloop.serving.client import ScoringClient
 
 from .conftest import ADMIN_TOKEN, REF, Models
 from .test_swap import wait_for
@@ -284,8 +284,8 @@ def test_sigterm_during_a_load_from_a_stuck_registry_exits_promptly(
 
 
 def test_kubernetes_scoring_pods_wait_for_the_registry_within_their_startup_probe() -> None:
-    from deploy.bindings import Binding
-    from deploy.kubernetes.manifests import render_binding
+    from modelloop.deploy.bindings import Binding
+    from modelloop.deploy.kubernetes.manifests import render_binding
 
     [deployment] = [
         m

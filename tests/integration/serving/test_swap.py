@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from modelloop.errors import NotFoundError
-from modelloop.predlog import SqlPredictionLog
-from serving.client import ScoringClient
-from serving.errors import ModelLoadError
+from modelloop.contract.errors import NotFoundError
+from modelloop.contract.predlog import SqlPredictionLog
+from modelloop.serving.client import ScoringClient
+from modelloop.serving.errors import ModelLoadError
 
 from .conftest import ADMIN_TOKEN, REF, Models
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from training.config import TrainingConfig, validate_config
+from modelloop.training.config import TrainingConfig, validate_config
 
 
 def tiny_config(name: str, **changes: Any) -> TrainingConfig:

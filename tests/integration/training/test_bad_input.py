@@ -10,10 +10,10 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from deploy.mlflow_server import free_port
-from modelloop.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
+from modelloop.contract.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
+from modelloop.deploy.mlflow_server import free_port
+from modelloop.training import run_training
 from tests.integration.training.conftest import tiny_config
-from training import run_training
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> Path:

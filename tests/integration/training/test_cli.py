@@ -9,8 +9,8 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from deploy.mlflow_server import free_port
 from modelloop.cli import cli
+from modelloop.deploy.mlflow_server import free_port
 
 
 def write_config(path: Path, name: str, **extra: object) -> Path:

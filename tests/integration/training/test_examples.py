@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from modelloop.cli import cli
-from modelloop.registry import (
+from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
     PARAM_METRIC,
     PARAM_TASK,
@@ -26,9 +26,9 @@ from modelloop.registry import (
     TAG_GATE,
     TEST_METRIC_PREFIX,
 )
-from training.config import DatasetConfig, load_config, validate_config
-from training.datasets import load_dataset
-from training.metrics import better
+from modelloop.training.config import DatasetConfig, load_config, validate_config
+from modelloop.training.datasets import load_dataset
+from modelloop.training.metrics import better
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

@@ -13,10 +13,10 @@ import optuna
 import yaml
 from mlflow import MlflowClient
 
-from training import run_training
-from training.config import load_config
-from training.study import PARENT_RUN_ATTR
-from training.trial_runs import TAG_TRIAL_WORKER, WORKER_ATTR
+from modelloop.training import run_training
+from modelloop.training.config import load_config
+from modelloop.training.study import PARENT_RUN_ATTR
+from modelloop.training.trial_runs import TAG_TRIAL_WORKER, WORKER_ATTR
 
 
 def test_two_workers_share_one_study(

@@ -17,16 +17,16 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from modelloop.profile import NumericProfile, ReferenceProfile
-from modelloop.registry import (
+from modelloop.contract.profile import NumericProfile, ReferenceProfile
+from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
     PARAM_TASK,
     REFERENCE_PROFILE_PATH,
     TEST_METRIC_PREFIX,
 )
+from modelloop.training import run_training
+from modelloop.training.trial_runs import TAG_TRIAL_STATE
 from tests.integration.training.conftest import tiny_config
-from training import run_training
-from training.trial_runs import TAG_TRIAL_STATE
 
 
 def reference_profile(run_id: str) -> ReferenceProfile:

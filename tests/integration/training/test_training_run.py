@@ -9,8 +9,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from modelloop.profile import ReferenceProfile
-from modelloop.registry import (
+from modelloop.contract.profile import ReferenceProfile
+from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
     CHALLENGER_ALIAS,
     PARAM_DIRECTION,
@@ -28,16 +28,16 @@ from modelloop.registry import (
     TAG_TRIGGERED_BY,
     TEST_METRIC_PREFIX,
 )
-from tests.integration.training.conftest import tiny_config
-from training import run_training
-from training.config import validate_config
-from training.records import (
+from modelloop.training import run_training
+from modelloop.training.config import validate_config
+from modelloop.training.records import (
     COMPARISON_TABLE_PATH,
     HISTORY_PLOT_PATH,
     IMPORTANCE_PLOT_PATH,
     PRODUCTION_METRIC_PREFIX,
 )
-from training.trial_runs import TAG_TRIAL_STATE
+from modelloop.training.trial_runs import TAG_TRIAL_STATE
+from tests.integration.training.conftest import tiny_config
 
 
 def test_training_records_everything_and_registers_a_version(tracking_uri: str, model_name: str) -> None:
@@ -121,8 +121,8 @@ def test_training_records_everything_and_registers_a_version(tracking_uri: str, 
 
 
 def profile_rows():
-    from training.config import DatasetConfig
-    from training.datasets import load_dataset
+    from modelloop.training.config import DatasetConfig
+    from modelloop.training.datasets import load_dataset
 
     frame = load_dataset(DatasetConfig(name="sklearn:breast_cancer")).frame
     return frame.drop(columns=["target"]).head(3)

@@ -11,8 +11,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from modelloop.predlog.migrate import INITIAL_REVISION, MIGRATIONS_DIR, SCHEMA_LOCK_KEY, head_revision
-from modelloop.predlog.tables import VERSION_TABLE
+from modelloop.contract.predlog.migrate import (
+    INITIAL_REVISION,
+    MIGRATIONS_DIR,
+    SCHEMA_LOCK_KEY,
+    head_revision,
+)
+from modelloop.contract.predlog.tables import VERSION_TABLE
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -31,10 +36,13 @@ def test_the_scripts_ship_in_the_wheel() -> None:
     setuptools_cfg = pyproject["tool"]["setuptools"]
     include = setuptools_cfg["packages"]["find"]["include"]
     # the revisions are modules of these packages (found by setuptools), so the wheel carries them
-    for package in ("modelloop.predlog.migrations", "modelloop.predlog.migrations.versions"):
+    for package in (
+        "modelloop.contract.predlog.migrations",
+        "modelloop.contract.predlog.migrations.versions",
+    ):
         assert (ROOT / package.replace(".", "/") / "__init__.py").is_file()
         assert any(fnmatch.fnmatchcase(package, pattern) for pattern in include)
-    assert "script.py.mako" in setuptools_cfg["package-data"]["modelloop.predlog.migrations"]
+    assert "script.py.mako" in setuptools_cfg["package-data"]["modelloop.contract.predlog.migrations"]
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert "alembic" in " ".join(pyproject["project"]["dependencies"])

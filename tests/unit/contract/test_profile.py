@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelloop.errors import InvalidInputError
-from modelloop.profile import (
+from modelloop.contract.errors import InvalidInputError
+from modelloop.contract.profile import (
     OTHER_CATEGORY,
     PSI_BINS,
     QUANTILE_LEVELS,

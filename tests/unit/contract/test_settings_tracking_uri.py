@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from deploy.settings import ControllerSettings
 from modelloop.cli.platform import PlatformSettings
-from modelloop.settings import DEFAULT_TRACKING_URI, CommonSettings
-from monitoring.settings import MonitorSettings
-from serving.settings import ServeSettings
+from modelloop.contract.settings import DEFAULT_TRACKING_URI, CommonSettings
+from modelloop.deploy.settings import ControllerSettings
+from modelloop.monitoring.settings import MonitorSettings
+from modelloop.serving.settings import ServeSettings
 
 EVERY_COMMAND = [CommonSettings, ServeSettings, ControllerSettings, MonitorSettings, PlatformSettings]
 FLAG = "http://flag:1"

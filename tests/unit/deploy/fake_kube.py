@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any, NamedTuple
 
-from deploy.errors import TemporaryError
-from deploy.kubernetes.api import ConflictError
-from deploy.kubernetes.manifests import VERSION_ANNOTATION
+from modelloop.deploy.errors import TemporaryError
+from modelloop.deploy.kubernetes.api import ConflictError
+from modelloop.deploy.kubernetes.manifests import VERSION_ANNOTATION
 
 Manifest = dict[str, Any]
 

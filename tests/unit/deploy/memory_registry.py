@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from deploy.errors import TemporaryError
-from deploy.registry import Registry, RolloutRecord
+from modelloop.deploy.errors import TemporaryError
+from modelloop.deploy.registry import Registry, RolloutRecord
 
 
 class MemoryRegistry(Registry):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.bindings import parse_bindings
-from deploy.errors import RolloutFailedError
-from deploy.target import DeploymentSpec, DeploymentTarget
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.errors import RolloutFailedError
+from modelloop.deploy.target import DeploymentSpec, DeploymentTarget
 
 
 class TargetContract:

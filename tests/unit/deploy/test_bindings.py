@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bindings import load_bindings, parse_bindings
-from modelloop.errors import ConfigError
+from modelloop.contract.errors import ConfigError
+from modelloop.deploy.bindings import load_bindings, parse_bindings
 
 
 def test_defaults_and_full_binding() -> None:

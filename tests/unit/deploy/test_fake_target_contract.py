@@ -1,6 +1,6 @@
 import pytest
 
-from deploy.fake import FakeTarget
+from modelloop.deploy.fake import FakeTarget
 
 from .target_contract import TargetContract
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from deploy.bindings import parse_bindings
-from deploy.errors import PermanentError, RolloutFailedError
-from deploy.kubernetes.api import DynamicKubeApi
-from deploy.kubernetes.leader import LeaseElector
-from deploy.kubernetes.manifests import VERSION_ANNOTATION
-from deploy.kubernetes.target import KubernetesTarget
-from deploy.target import DeploymentSpec
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.errors import PermanentError, RolloutFailedError
+from modelloop.deploy.kubernetes.api import DynamicKubeApi
+from modelloop.deploy.kubernetes.leader import LeaseElector
+from modelloop.deploy.kubernetes.manifests import VERSION_ANNOTATION
+from modelloop.deploy.kubernetes.target import KubernetesTarget
+from modelloop.deploy.target import DeploymentSpec
 
 from .fake_kube import Call, FakeKubeApi
 from .target_contract import TargetContract
@@ -258,7 +258,7 @@ def test_api_down_means_follower() -> None:
 
 
 def test_an_owner_labels_its_objects_and_sees_only_those() -> None:
-    from deploy.kubernetes.manifests import CONTROLLER_LABEL, ServingOptions
+    from modelloop.deploy.kubernetes.manifests import CONTROLLER_LABEL, ServingOptions
 
     api, clock = FakeKubeApi(), Clock()
 

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from deploy.bindings import parse_bindings
-from deploy.local import LocalTarget, _Server, read_port_file
-from deploy.target import DeploymentSpec
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.local import LocalTarget, _Server, read_port_file
+from modelloop.deploy.target import DeploymentSpec
 
 
 def test_port_file_both_forms(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from deploy.bindings import parse_bindings
-from deploy.kubernetes.manifests import VERSION_ANNOTATION, ServingOptions, render_binding
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.kubernetes.manifests import VERSION_ANNOTATION, ServingOptions, render_binding
 
 [SCALED, FIXED] = parse_bindings(
     {
@@ -99,7 +99,7 @@ def test_pure_and_deterministic() -> None:
 
 @pytest.mark.parametrize("k8s_version", VERSIONS)
 def test_lease_validates_strictly(k8s_version: str) -> None:
-    from deploy.kubernetes.leader import LeaseElector
+    from modelloop.deploy.kubernetes.leader import LeaseElector
 
     from .fake_kube import FakeKubeApi
 
@@ -116,8 +116,8 @@ def test_lease_validates_strictly(k8s_version: str) -> None:
 
 def test_scoring_pods_never_serve_the_admin_service() -> None:
     """The version is pinned in the pod spec: no pod is given the admin token that turns hot swap on."""
-    from deploy.bindings import parse_bindings
-    from deploy.kubernetes.manifests import render_binding
+    from modelloop.deploy.bindings import parse_bindings
+    from modelloop.deploy.kubernetes.manifests import render_binding
 
     [binding] = parse_bindings({"bindings": [{"name": "b", "model": "m", "target": "kubernetes"}]})
     [deployment, *_] = render_binding(binding, image="img:1", version="3", challenger_version=None)

@@ -4,14 +4,19 @@ import time
 
 import pytest
 
-from deploy.bindings import parse_bindings
-from deploy.controller import Controller
-from deploy.errors import TemporaryError
-from deploy.fake import FakeTarget
-from deploy.reconcile import Outcome, Reconciler
-from deploy.target import DeploymentSpec, DeploymentState
-from deploy.webhook import Event
-from modelloop.registry import TAG_ROLLOUT, TAG_ROLLOUT_BINDING, TAG_ROLLOUT_REASON, TAG_ROLLOUT_SINCE
+from modelloop.contract.registry import (
+    TAG_ROLLOUT,
+    TAG_ROLLOUT_BINDING,
+    TAG_ROLLOUT_REASON,
+    TAG_ROLLOUT_SINCE,
+)
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.controller import Controller
+from modelloop.deploy.errors import TemporaryError
+from modelloop.deploy.fake import FakeTarget
+from modelloop.deploy.reconcile import Outcome, Reconciler
+from modelloop.deploy.target import DeploymentSpec, DeploymentState
+from modelloop.deploy.webhook import Event
 
 from .memory_registry import MemoryRegistry
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from deploy.errors import TemporaryError
-from deploy.mlflow_server import free_port
-from deploy.registry import MlflowRegistry
+from modelloop.deploy.errors import TemporaryError
+from modelloop.deploy.mlflow_server import free_port
+from modelloop.deploy.registry import MlflowRegistry
 
 
 def test_unreachable_mlflow_is_temporary(monkeypatch: pytest.MonkeyPatch) -> None:

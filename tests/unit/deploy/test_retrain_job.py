@@ -18,7 +18,9 @@ import yaml
 from click.testing import CliRunner
 from kubernetes.client import ApiClient, Configuration
 
-from deploy.retrain_job import (
+from modelloop.cli import cli
+from modelloop.contract.errors import ConfigError, UnavailableError
+from modelloop.deploy.retrain_job import (
     CONFIG_PATH,
     KubernetesJobRetrainer,
     check_job_template,
@@ -26,9 +28,7 @@ from deploy.retrain_job import (
     connect,
     load_job_template,
 )
-from modelloop.cli import cli
-from modelloop.errors import ConfigError, UnavailableError
-from monitoring.retrain import Retrainer, RetrainRequest
+from modelloop.monitoring.retrain import Retrainer, RetrainRequest
 
 from .fake_kube_http import FakeKubeApiServer, write_kubeconfig
 
@@ -259,7 +259,7 @@ def test_unreachable_api_is_unavailable() -> None:
 
 def test_a_lost_owner_patch_still_launches(kube: FakeKubeApiServer, caplog: pytest.LogCaptureFixture) -> None:
     kube.refuse("PATCH", "configmaps", 403, message="configmaps is forbidden")
-    with caplog.at_level(logging.WARNING, logger="deploy.retrain_job"):
+    with caplog.at_level(logging.WARNING, logger="modelloop.deploy.retrain_job"):
         launch = retrainer(kube).launch(request())
     assert launch.details["job"] == one(kube, "Job")["metadata"]["name"]
     assert "ownerReferences" not in one(kube, "ConfigMap")["metadata"]

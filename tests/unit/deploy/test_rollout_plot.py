@@ -5,7 +5,7 @@ import io
 import pytest
 from matplotlib.image import imread
 
-from deploy.rollout_plot import timeline_figure
+from modelloop.deploy.rollout_plot import timeline_figure
 
 TIMELINE = [(100.0, "registry read"), (100.5, "rollout v1 -> v2 on local"), (103.0, "ready")]
 

@@ -7,11 +7,11 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.bindings import parse_bindings
-from deploy.controller import Controller
-from deploy.fake import FakeTarget
-from deploy.webhook import EVENTS, MAX_BODY, REFUSAL_REASONS, Event, WebhookVerifier, sign
-from deploy.webhook_http import WebhookServer
+from modelloop.deploy.bindings import parse_bindings
+from modelloop.deploy.controller import Controller
+from modelloop.deploy.fake import FakeTarget
+from modelloop.deploy.webhook import EVENTS, MAX_BODY, REFUSAL_REASONS, Event, WebhookVerifier, sign
+from modelloop.deploy.webhook_http import WebhookServer
 
 from .memory_registry import MemoryRegistry
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.webhook import MAX_BODY, Event, WebhookVerifier, sign
-from deploy.webhook_http import WebhookServer
+from modelloop.deploy.webhook import MAX_BODY, Event, WebhookVerifier, sign
+from modelloop.deploy.webhook_http import WebhookServer
 
 SECRET = "limits-secret"
 MiB = 1 << 20

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from deploy.webhook import REFUSAL_REASONS, RejectedError, WebhookVerifier, sign
+from modelloop.deploy.webhook import REFUSAL_REASONS, RejectedError, WebhookVerifier, sign
 
 NOW = 1_800_000_000.0
 BODY = json.dumps(

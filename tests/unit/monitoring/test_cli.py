@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from modelloop.cli import cli
-from modelloop.errors import InvalidInputError
-from modelloop.predlog import Feedback, SqlPredictionLog
-from monitoring.feedback import parse_label, read_labels_csv, record_feedback
-from monitoring.window import Window, parse_duration, parse_time
+from modelloop.contract.errors import InvalidInputError
+from modelloop.contract.predlog import Feedback, SqlPredictionLog
+from modelloop.monitoring.feedback import parse_label, read_labels_csv, record_feedback
+from modelloop.monitoring.window import Window, parse_duration, parse_time
 
 
 def _url(tmp_path: Path) -> str:

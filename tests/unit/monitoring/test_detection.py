@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from modelloop.profile import build_profile
-from monitoring.config import DriftRules
-from monitoring.drift import feature_drift, summarise
+from modelloop.contract.profile import build_profile
+from modelloop.monitoring.config import DriftRules
+from modelloop.monitoring.drift import feature_drift, summarise
 
 N_FEATURES = 30
 ROWS = 10_000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from monitoring.quality import breached, join_labels, quality
+from modelloop.monitoring.quality import breached, join_labels, quality
 
 TOL = 1e-9
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from modelloop.profile import build_profile
-from monitoring.config import DriftRules
-from monitoring.drift import feature_drift, summarise
-from monitoring.report import MAX_FEATURE_PLOTS, ReportInput, write_report
+from modelloop.contract.profile import build_profile
+from modelloop.monitoring.config import DriftRules
+from modelloop.monitoring.drift import feature_drift, summarise
+from modelloop.monitoring.report import MAX_FEATURE_PLOTS, ReportInput, write_report
 
 
 def _report(tmp_path: Path, shifted: int) -> tuple[str, dict[str, object]]:

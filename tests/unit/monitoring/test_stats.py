@@ -11,10 +11,10 @@ import pytest
 from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
 
-from modelloop.profile import OTHER_CATEGORY, profile_categorical, profile_numeric
-from monitoring import stats
-from monitoring.config import DriftRules
-from monitoring.drift import category_values, feature_drift, numeric_drift, psi_band
+from modelloop.contract.profile import OTHER_CATEGORY, profile_categorical, profile_numeric
+from modelloop.monitoring import stats
+from modelloop.monitoring.config import DriftRules
+from modelloop.monitoring.drift import category_values, feature_drift, numeric_drift, psi_band
 
 TOL = 1e-9
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monitoring.config import RetrainPolicy
-from monitoring.trigger import Decision, LastFiring, WindowRecord, decide
+from modelloop.monitoring.config import RetrainPolicy
+from modelloop.monitoring.trigger import Decision, LastFiring, WindowRecord, decide
 
 POLICY = RetrainPolicy(consecutive_windows=3, min_rows=100, cooldown_seconds=5000)
 

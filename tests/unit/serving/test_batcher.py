@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from serving.batcher import Batcher
-from serving.schema import Features
+from modelloop.serving.batcher import Batcher
+from modelloop.serving.schema import Features
 
 
 def _features(values: list[float]) -> Features:

@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from modelloop.errors import InvalidInputError
-from serving._generated.inference import grpc_predict_v2_pb2 as pb
-from serving.codec import DATATYPES, decode_inputs, encode_raw, fill_contents, numpy_datatype
+from modelloop.contract.errors import InvalidInputError
+from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
+from modelloop.serving.codec import DATATYPES, decode_inputs, encode_raw, fill_contents, numpy_datatype
 
 VALUES = {
     "BOOL": np.array([True, False, True]),

@@ -15,9 +15,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from serving.fast_input import first_estimator, matrix_feeder
-from serving.model_host import _frame, sklearn_predictor
-from serving.schema import Column, Features, InputTensor, ModelSchema
+from modelloop.serving.fast_input import first_estimator, matrix_feeder
+from modelloop.serving.model_host import _frame, sklearn_predictor
+from modelloop.serving.schema import Column, Features, InputTensor, ModelSchema
 
 
 def _schema(names: list[str], classes: list[Any] | None = None) -> ModelSchema:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
-from modelloop.errors import InvalidInputError
-from serving.errors import ModelLoadError, OversizedInputError
-from serving.schema import InputTensor, ModelSchema
+from modelloop.contract.errors import InvalidInputError
+from modelloop.serving.errors import ModelLoadError, OversizedInputError
+from modelloop.serving.schema import InputTensor, ModelSchema
 
 SECRET = 987654.125  # a value that must never appear in an error message
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelloop.errors import ConfigError
-from training.config import dump_config, load_config, validate_config
+from modelloop.contract.errors import ConfigError
+from modelloop.training.config import dump_config, load_config, validate_config
 
 BASE: dict[str, Any] = {
     "model_name": "m",

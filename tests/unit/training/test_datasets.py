@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from modelloop.errors import ConfigError, InvalidInputError
-from training.config import DatasetConfig, SplitConfig
-from training.datasets import load_dataset, prepare
-from training.splits import split
+from modelloop.contract.errors import ConfigError, InvalidInputError
+from modelloop.training.config import DatasetConfig, SplitConfig
+from modelloop.training.datasets import load_dataset, prepare
+from modelloop.training.splits import split
 
 
 def rows(n: int = 100) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 import skops.io as sio
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from training.estimators import FAMILIES, build_pipeline, search_space, trusted_types
+from modelloop.training.estimators import FAMILIES, build_pipeline, search_space, trusted_types
 
 
 def table(task: str, *, categorical: bool) -> tuple[pd.DataFrame, pd.Series]:

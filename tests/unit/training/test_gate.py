@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from modelloop.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS
-from training.config import PromotionConfig
-from training.gate import Production, decide
-from training.registration import choose_alias
+from modelloop.contract.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS
+from modelloop.training.config import PromotionConfig
+from modelloop.training.gate import Production, decide
+from modelloop.training.registration import choose_alias
 
 
 def test_beats_baseline_and_matches_production() -> None:

@@ -8,8 +8,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from modelloop.registry import TAG_RUN_KIND
-from training.trial_runs import (
+from modelloop.contract.registry import TAG_RUN_KIND
+from modelloop.training.trial_runs import (
     TAG_TRIAL_STATE,
     TAG_TRIAL_WORKER,
     WORKER_ATTR,

@@ -1,0 +1,298 @@
+"""One level-triggered reconcile of one binding: read what the registry says now, read what the target serves,
+make them match, and write the outcome back to the registry.
+
+Called by `deploy.controller.Controller` (from the poll, from webhooks, and on retry). Idempotent: when the
+target already serves what the registry names, nothing is changed. A version tagged `modelloop.rollout=failed`
+is not tried again (delete the tag to retry it); the target keeps serving the previous version.
+Raises `TemporaryError` (retry later); every other outcome is returned as a `Result`.
+
+A rollout's write-backs are made in one order: the versions it retires are tagged `retired`, the new
+versions get their binding (and reason or since), the deployment run is logged, and only then the new
+versions' outcome tag (`serving` / `failed`) is set, so whoever sees the outcome sees the rest of the record.
+Write-backs (version tags, the deployment run) that the registry cannot take are kept in memory, in order,
+and written at the start of the next reconcile of any binding; `pending_writes` counts them. Nothing is
+dropped unless the registry refuses it outright (logged as an error).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from modelloop.contract.registry import (
+    TAG_ROLLOUT,
+    TAG_ROLLOUT_BINDING,
+    TAG_ROLLOUT_REASON,
+    TAG_ROLLOUT_SINCE,
+)
+
+from .bindings import Binding
+from .errors import PermanentError, RolloutFailedError
+from .registry import Registry, RolloutRecord
+from .target import DeploymentSpec, DeploymentState, DeploymentTarget
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_SERVING = "serving"
+ROLLOUT_FAILED = "failed"
+ROLLOUT_RETIRED = "retired"
+
+
+class Outcome(StrEnum):
+    UNCHANGED = "unchanged"
+    CREATED = "created"
+    UPDATED = "updated"
+    FAILED = "failed"
+    NOTHING = "nothing"  # the registry names no version to serve
+
+
+@dataclass(frozen=True)
+class Result:
+    binding: str
+    outcome: Outcome
+    state: DeploymentState | None
+    reason: str = ""
+
+
+class Reconciler:
+    """Makes targets match the registry, one binding at a time (calls for one binding are serialised)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        targets: Mapping[str, DeploymentTarget],
+        *,
+        rollout_deadline: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.targets = dict(targets)
+        self.rollout_deadline = rollout_deadline
+        self._clock = clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._pending: list[_TagWrite | RolloutRecord] = []  # write-backs the registry could not take yet
+        self._pending_lock = threading.Lock()
+        self._failed: set[tuple[str, str]] = set()  # (model, version) that failed, even if tagging failed
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def target_for(self, binding: Binding) -> DeploymentTarget:
+        try:
+            return self.targets[binding.target]
+        except KeyError:
+            raise PermanentError(f"binding {binding.name}: no {binding.target!r} target configured") from None
+
+    def reconcile(self, binding: Binding) -> Result:
+        with self._lock(binding.name):
+            self._flush_records()
+            return self._reconcile(binding)
+
+    def _usable(self, model: str, version: str | None, fallback: str | None) -> str | None:
+        if version is None:
+            return None
+        if (model, version) in self._failed:
+            return fallback
+        if self.registry.version_tags(model, version).get(TAG_ROLLOUT) == ROLLOUT_FAILED:
+            self._failed.add((model, version))
+            return fallback
+        return version
+
+    def _desired(self, binding: Binding, actual: DeploymentState | None) -> DeploymentSpec | None:
+        model = binding.model
+        champion = self.registry.resolve(model, alias=binding.alias, stage=binding.champion_stage)
+        challenger = None
+        if binding.challenger is not None:
+            challenger = self.registry.resolve(
+                model, alias=binding.challenger.alias, stage=binding.challenger_stage
+            )
+        champion = self._usable(model, champion, actual.champion_version if actual else None)
+        challenger = self._usable(model, challenger, actual.challenger_version if actual else None)
+        if champion is None:
+            return None
+        if challenger == champion:
+            challenger = None
+        return DeploymentSpec(binding=binding, champion_version=champion, challenger_version=challenger)
+
+    def _reconcile(self, binding: Binding) -> Result:
+        began = self._clock()
+        target = self.target_for(binding)
+        actual = target.get(binding.name)
+        spec = self._desired(binding, actual)
+        if spec is None:
+            log.info("binding %s: registry names no version of %s to serve", binding.name, binding.model)
+            return Result(binding.name, Outcome.NOTHING, actual)
+        if actual is not None and actual.matches(spec):
+            self._repair_tags(spec)
+            return Result(binding.name, Outcome.UNCHANGED, actual)
+        challenger = f", challenger v{spec.challenger_version}" if spec.challenger_version else ""
+        timeline = [
+            (
+                began,
+                f"registry and {binding.target} target read: {binding.alias} names v{spec.champion_version}",
+            ),
+            (
+                self._clock(),
+                f"rollout v{actual.champion_version if actual else '-'} -> v{spec.champion_version}"
+                f"{challenger} on {binding.target}",
+            ),
+        ]
+        log.info(
+            "binding %s: rolling out %s/%s (challenger %s) on %s",
+            binding.name,
+            spec.model,
+            spec.champion_version,
+            spec.challenger_version,
+            binding.target,
+        )
+        try:
+            if actual is None:
+                state = target.create(spec, deadline=self.rollout_deadline)
+            else:
+                state = target.update(spec, deadline=self.rollout_deadline)
+        except RolloutFailedError as exc:
+            timeline.append((self._clock(), f"failed: {exc}"))
+            self._record_failure(spec, actual, str(exc), timeline)
+            return Result(binding.name, Outcome.FAILED, target.get(binding.name), reason=str(exc))
+        timeline.append((self._clock(), "ready"))  # the outcome, last
+        self._record_success(spec, actual, timeline)
+        return Result(binding.name, Outcome.CREATED if actual is None else Outcome.UPDATED, state)
+
+    def _new_versions(self, spec: DeploymentSpec, actual: DeploymentState | None) -> list[str]:
+        old = {actual.champion_version, actual.challenger_version} if actual else set()
+        return [v for v in (spec.champion_version, spec.challenger_version) if v is not None and v not in old]
+
+    def _record_failure(
+        self,
+        spec: DeploymentSpec,
+        actual: DeploymentState | None,
+        reason: str,
+        timeline: list[tuple[float, str]],
+    ) -> None:
+        log.error("binding %s: rollout of %s failed: %s", spec.name, spec.model, reason)
+        new = self._new_versions(spec, actual)
+        for version in new:
+            self._failed.add((spec.model, version))
+            self._queue_tags(
+                spec.model, version, {TAG_ROLLOUT_REASON: reason[:4000], TAG_ROLLOUT_BINDING: spec.name}
+            )
+        self._queue_record(
+            RolloutRecord(
+                binding=spec.name,
+                model=spec.model,
+                from_version=actual.champion_version if actual else None,
+                to_version=spec.champion_version,
+                outcome=ROLLOUT_FAILED,
+                reason=reason,
+                timeline=timeline,
+            )
+        )
+        for version in new:  # the outcome last (see the module docstring)
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT: ROLLOUT_FAILED})
+
+    def _record_success(
+        self, spec: DeploymentSpec, actual: DeploymentState | None, timeline: list[tuple[float, str]]
+    ) -> None:
+        since = datetime.fromtimestamp(timeline[-1][0], UTC).isoformat(timespec="seconds")
+        new = self._new_versions(spec, actual)
+        if actual is not None:
+            now_serving = {spec.champion_version, spec.challenger_version}
+            for old in (actual.champion_version, actual.challenger_version):
+                if old is not None and old not in now_serving:
+                    self._queue_tags(spec.model, old, {TAG_ROLLOUT: ROLLOUT_RETIRED})
+        for version in new:
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT_BINDING: spec.name, TAG_ROLLOUT_SINCE: since})
+        self._queue_record(
+            RolloutRecord(
+                binding=spec.name,
+                model=spec.model,
+                from_version=actual.champion_version if actual else None,
+                to_version=spec.champion_version,
+                outcome=ROLLOUT_SERVING,
+                timeline=timeline,
+            )
+        )
+        for version in new:  # the outcome last (see the module docstring)
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT: ROLLOUT_SERVING})
+
+    def _repair_tags(self, spec: DeploymentSpec) -> None:
+        """Level-triggered tags: a served version whose tags were lost (registry down then) gets them."""
+        for version in (spec.champion_version, spec.challenger_version):
+            if version is None:
+                continue
+            tags = self.registry.version_tags(spec.model, version)
+            if tags.get(TAG_ROLLOUT) != ROLLOUT_SERVING or tags.get(TAG_ROLLOUT_BINDING) != spec.name:
+                self.registry.set_version_tags(
+                    spec.model,
+                    version,
+                    {
+                        TAG_ROLLOUT_BINDING: spec.name,
+                        TAG_ROLLOUT_SINCE: datetime.fromtimestamp(self._clock(), UTC).isoformat(
+                            timespec="seconds"
+                        ),
+                        TAG_ROLLOUT: ROLLOUT_SERVING,
+                    },
+                )
+
+    def _queue_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
+        self._write(_TagWrite(model, version, tags))
+
+    def _queue_record(self, record: RolloutRecord) -> None:
+        self._write(record)
+
+    @property
+    def pending_writes(self) -> int:
+        """Tag writes and rollout records waiting for the registry to come back."""
+        with self._pending_lock:
+            return len(self._pending)
+
+    def _write(self, item: _TagWrite | RolloutRecord) -> None:
+        """Queue a write-back; the queue is flushed in order (older writes never land after newer ones)."""
+        with self._pending_lock:
+            self._pending.append(item)
+            if len(self._pending) == 1:  # else the registry was down just now: the next reconcile flushes
+                self._flush_locked()
+
+    def _flush_records(self) -> None:
+        with self._pending_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        while self._pending:
+            item = self._pending[0]
+            try:
+                if isinstance(item, _TagWrite):
+                    self.registry.set_version_tags(item.model, item.version, item.tags)
+                else:
+                    self.registry.record_rollout(item)
+            except PermanentError as exc:
+                log.error("registry refused %s; not retried: %s", item.describe(), exc)
+            except Exception as exc:  # registry down: kept, written by the next reconcile (or poll)
+                log.warning(
+                    "registry unavailable (%s); %d write(s) wait for it, next: %s",
+                    exc,
+                    len(self._pending),
+                    item.describe(),
+                )
+                return
+            self._pending.pop(0)
+
+
+@dataclass(frozen=True)
+class _TagWrite:
+    model: str
+    version: str
+    tags: dict[str, str]
+
+    def describe(self) -> str:
+        return f"tags of {self.model}/{self.version}"
+
+
+__all__ = ["Outcome", "Reconciler", "Result"]

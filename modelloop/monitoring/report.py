@@ -1,0 +1,224 @@
+"""The HTML report of one monitoring window, with its plots, written into a folder that becomes artifacts.
+
+Called by `monitoring.job`. Writes `report.html` (self-contained: plots inlined as PNG), `drift_history.png`
+(share of drifted features over the model's recent windows, with the rule's threshold) and `drift.json`
+(every statistic, for tools). Plots: reference vs current distribution for each drifted feature (the most
+drifted first, at most `MAX_FEATURE_PLOTS`) and for the prediction, one panel each.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from modelloop.monitoring.drift import DriftSummary, FeatureDrift
+
+MAX_FEATURE_PLOTS = 12
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    model: str
+    version: str | None
+    window_id: str
+    window_iso: tuple[str, str]
+    status: str
+    rows: int
+    features: Mapping[str, FeatureDrift]
+    prediction: FeatureDrift | None
+    summary: DriftSummary | None
+    quality: Mapping[str, float]
+    training_quality: Mapping[str, float]
+    labelled: int
+    history: Sequence[tuple[float, float | None, str]]  # (window end, share drifted, status), oldest first
+    drift_share: float
+    decision: str
+    decision_detail: str
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _draw(ax: Any, feature: FeatureDrift) -> None:
+    if feature.kind == "numeric" and len(feature.plot_bins) > 1:
+        edges = [float(e) for e in feature.plot_bins]
+        ax.stairs(feature.plot_reference, edges, label="reference", fill=True, alpha=0.4)
+        ax.stairs(feature.plot_current, edges, label="current", linewidth=1.5)
+    elif feature.plot_bins:
+        labels = [str(b) for b in feature.plot_bins][:30]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], feature.plot_reference[:30], width=0.4, label="reference")
+        ax.bar([x + 0.2 for x in xs], feature.plot_current[:30], width=0.4, label="current")
+        ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=7)
+    stat = feature.rule.split(" ", 1)[0]
+    value = feature.stats.get(stat.replace("jensen_shannon", "js"))
+    shown = f": {value:.3g}" if value is not None else ""
+    ax.set_title(
+        f"{feature.name} ({stat}{shown}; {'drifted' if feature.drifted else 'not drifted'})", fontsize=8
+    )
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6)
+
+
+def distributions_plot(features: Sequence[FeatureDrift]) -> bytes:
+    """Reference vs current shares of each column (histogram bins or categories), one panel each."""
+    cols = min(3, len(features))
+    rows = -(-len(features) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, feature in zip(axes.flat, features, strict=False):
+        _draw(ax, feature)
+    for ax in list(axes.flat)[len(features) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def history_plot(history: Sequence[tuple[float, float | None, str]], threshold: float) -> bytes:
+    """Share of drifted features per window over time, with the dataset-drift threshold."""
+    fig, ax = plt.subplots(figsize=(7.0, 2.8))
+    points = [(t, s) for t, s, status in history if s is not None and status == "ok"]
+    if points:
+        times = np.array([int(t) for t, _ in points], dtype="datetime64[s]")
+        ax.plot(times, np.array([s for _, s in points]), marker="o", label="share of drifted features")
+    ax.axhline(threshold, color="red", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("drift over recent windows", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _feature_rows(features: Mapping[str, FeatureDrift]) -> str:
+    rows = []
+    order = sorted(features.values(), key=lambda f: (not f.drifted, f.status != "ok", f.name))
+    for f in order:
+        distance = f.stats.get("wasserstein", f.stats.get("js"))
+        p_value = f.stats.get("ks_pvalue", f.stats.get("chi2_pvalue"))
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(c))}</td>"
+                for c in (
+                    f.name,
+                    f.kind,
+                    f.status,
+                    "yes" if f.drifted else "no",
+                    f.rule,
+                    _fmt(distance),
+                    _fmt(p_value),
+                    _fmt(f.stats.get("psi")),
+                    f.psi_band,
+                    _fmt(f.stats.get("missing_rate_change")),
+                    f.count,
+                )
+            )
+            + "</tr>"
+        )
+    return "\n".join(rows)
+
+
+def write_report(folder: Path, data: ReportInput) -> None:
+    """Write report.html, drift_history.png and drift.json into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hist = history_plot(data.history, data.drift_share)
+    (folder / "drift_history.png").write_bytes(hist)
+    all_drifted = sorted(
+        (f for f in data.features.values() if f.drifted),
+        key=lambda f: -f.stats.get("wasserstein", f.stats.get("js", 0.0)),
+    )
+    shown = all_drifted[:MAX_FEATURE_PLOTS]
+    omitted = (
+        f"<p>The {MAX_FEATURE_PLOTS} most drifted of {len(all_drifted)} drifted features are plotted; "
+        "every feature is in the table below.</p>"
+        if len(all_drifted) > MAX_FEATURE_PLOTS
+        else ""
+    )
+    if data.prediction is not None and data.prediction.status == "ok":
+        shown.insert(0, data.prediction)
+    plots = [_img(distributions_plot(shown), "reference vs current distributions")] if shown else []
+    summary = data.summary
+    verdict = (
+        "no traffic in this window"
+        if data.status == "empty"
+        else "too few rows to decide"
+        if data.status == "insufficient" or summary is None or summary.status != "ok"
+        else f"{summary.drifted} of {summary.evaluated} features drifted "
+        f"(share {summary.share_drifted:.3g}; "
+        f"dataset {'DRIFTED' if summary.dataset_drifted else 'not drifted'}, "
+        f"{summary.rule})"
+    )
+    quality_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{_fmt(data.training_quality.get(k))}</td></tr>"
+        for k, v in sorted(data.quality.items())
+    )
+    e = html.escape
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>modelloop monitoring: {e(data.model)} {e(data.window_id)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</style></head><body>
+<h1>{e(data.model)} version {e(str(data.version))}</h1>
+<p>Window {e(data.window_iso[0])} to {e(data.window_iso[1])} ({e(data.window_id)}):
+{data.rows} rows compared.</p>
+<p><b>{e(verdict)}</b></p>
+<p>Retraining: {e(data.decision)} &mdash; {e(data.decision_detail)}</p>
+<h2>Drift over recent windows</h2>{_img(hist, "drift history")}
+<h2>Distributions</h2>{omitted}{"".join(plots) or "<p>No drifted feature.</p>"}
+<h2>Quality ({data.labelled} labelled rows)</h2>
+<table><tr><th>metric</th><th>window</th><th>training</th></tr>{quality_rows}</table>
+<h2>Features</h2>
+<table><tr><th>feature</th><th>kind</th><th>status</th><th>drifted</th><th>rule</th><th>distance</th>
+<th>p-value</th><th>PSI</th><th>PSI band</th><th>missing-rate change</th><th>values</th></tr>
+{_feature_rows(data.features)}</table>
+</body></html>
+"""
+    (folder / "report.html").write_text(page, encoding="utf-8")
+    payload = {
+        "model": data.model,
+        "version": data.version,
+        "window": data.window_id,
+        "status": data.status,
+        "rows": data.rows,
+        "summary": asdict(summary) if summary else None,
+        "features": {
+            k: {
+                "kind": f.kind,
+                "status": f.status,
+                "drifted": f.drifted,
+                "rule": f.rule,
+                "psi_band": f.psi_band,
+                "stats": f.stats,
+            }
+            for k, f in data.features.items()
+        },
+        "prediction": None if data.prediction is None else data.prediction.stats,
+        "quality": dict(data.quality),
+        "decision": data.decision,
+    }
+    (folder / "drift.json").write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+
+
+__all__ = ["MAX_FEATURE_PLOTS", "ReportInput", "distributions_plot", "history_plot", "write_report"]

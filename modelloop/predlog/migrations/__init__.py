@@ -1,2 +1,0 @@
-"""Alembic migrations of the prediction-log schema (env.py, script template, versions/), run by
-`modelloop.predlog.migrate.ensure_schema`. A package only so that an installed wheel carries them."""
