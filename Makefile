@@ -58,8 +58,12 @@ demo: venv
 up: venv
 	$(BIN)/modelloop up
 
-bench: venv
+bench: venv h2load
 	$(PY) bench/run.py
+
+.PHONY: h2load
+h2load:
+	bash tools/ensure-h2load.sh
 
 clean:
 	rm -rf $(VENV) .modelloop .mypy_cache .ruff_cache .pytest_cache .cache

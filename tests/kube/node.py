@@ -875,11 +875,19 @@ class NodeStandIn:
                 },
             )
 
-    def _post_status(self) -> None:
+    def _post_status(self, attempts: int = 5) -> None:
+        """Replace the Node's status; a 409 (the node lifecycle controller wrote the Node between our read and
+        our write) is answered by reading it again, as the kubelet does."""
         kube = self.kube
-        node = kube.raw(kube.core.read_node, self.name)
-        node["status"] = self._node_status()
-        kube.raw(kube.core.replace_node_status, self.name, node)
+        for attempt in range(attempts):
+            node = kube.raw(kube.core.read_node, self.name)
+            node["status"] = self._node_status()
+            try:
+                kube.raw(kube.core.replace_node_status, self.name, node)
+                return
+            except client.ApiException as exc:
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
 
     def start(self, timeout: float = 60.0) -> None:
         self._since = now_iso()
