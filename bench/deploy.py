@@ -36,7 +36,7 @@ def _answering(
     address: str, model: str, version: str, rows: list[dict[str, float]], timeout: float, admin_token: str
 ) -> float:
     """Seconds until `version` is the champion and a prediction succeeds."""
-    from modelloop.serving.client import ScoringClient
+    from modelloop.client import ScoringClient
 
     start = time.monotonic()
     client = ScoringClient(address, admin_token=admin_token)
@@ -64,13 +64,13 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import mlflow
 
+    from modelloop.client import ScoringClient
     from modelloop.deploy.bindings import parse_bindings
     from modelloop.deploy.controller import Controller
     from modelloop.deploy.local import LocalTarget
     from modelloop.deploy.mlflow_server import MlflowServer
     from modelloop.deploy.registry import MlflowRegistry
     from modelloop.deploy.webhook_registration import register_webhook
-    from modelloop.serving.client import ScoringClient
     from tests.models import register_reference_model
 
     data = Path(tempfile.mkdtemp(prefix="modelloop-bench-deploy-"))
@@ -192,6 +192,7 @@ def _kubernetes(
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
 
+    from modelloop.client import ScoringClient
     from modelloop.deploy.bindings import parse_bindings
     from modelloop.deploy.controller import Controller
     from modelloop.deploy.kubernetes.api import DynamicKubeApi
@@ -199,7 +200,6 @@ def _kubernetes(
     from modelloop.deploy.kubernetes.target import KubernetesTarget
     from modelloop.deploy.registry import MlflowRegistry
     from modelloop.deploy.webhook_registration import register_webhook
-    from modelloop.serving.client import ScoringClient
     from tests.kube import control_plane
     from tests.kube.node import NodeStandIn
     from tests.kube.proxy import ServiceProxy

@@ -1,6 +1,6 @@
 """`modelloop controller`: parse the controller's settings once, wire the registry, the targets the bindings
-need (local subprocesses and/or Kubernetes with Lease leader election) and the webhook receiver, and run the
-reconcile loop until SIGTERM or Ctrl-C.
+need (local subprocesses and/or Kubernetes with Lease leader election) and the webhook receiver (through
+`cli.wiring`), and run the reconcile loop until SIGTERM or Ctrl-C.
 
 MLflow's client is bounded by `CONTROLLER_BOUNDS` (the registry port retries on top with its own backoff,
 and the loop retries a binding later), so a call to an unreachable MLflow never holds a reconcile for long.
@@ -13,13 +13,26 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from modelloop.cli.errors import MlflowBounds, exit_code_for, one_line, reports_errors
+from modelloop.cli.wiring import (
+    KubernetesServing,
+    LocalServing,
+    Reconciling,
+    WiredController,
+    needs_target,
+    wire_controller,
+)
 from modelloop.contract.errors import ConfigError, ModelloopError
 from modelloop.contract.logs import configure_logging
+
+if TYPE_CHECKING:
+    from modelloop.deploy.bindings import Binding
+    from modelloop.deploy.controller import Controller
+    from modelloop.deploy.settings import ControllerSettings
 
 #: one retry, 10 s per request: the registry port tries 3 times with backoff on top (deploy.registry)
 CONTROLLER_BOUNDS = MlflowBounds(retries=1, backoff_factor=1, timeout=10)
@@ -57,10 +70,7 @@ def _read_secret(path: Path | None) -> str | None:
 def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> None:
     """Reconcile deployment bindings with the registry (poll + signed MLflow webhooks)."""
     from modelloop.deploy.bindings import load_bindings
-    from modelloop.deploy.controller import Controller
-    from modelloop.deploy.registry import MlflowRegistry
     from modelloop.deploy.settings import ControllerSettings
-    from modelloop.deploy.target import DeploymentTarget
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     secret = _read_secret(webhook_secret_file)
@@ -68,27 +78,32 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
         overrides["webhook_secret"] = secret
     settings = ControllerSettings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
-
     bindings = load_bindings(settings.bindings_file)
-    targets: dict[str, DeploymentTarget] = {}
-    leader = None
-    if any(b.target == "local" for b in bindings):
-        from modelloop.deploy.local import LocalTarget
+    wired = _wire(settings, bindings)
+    try:
+        if once:
+            code = _reconcile_once(wired.controller, bindings)
+            if code:
+                raise SystemExit(code)
+            return
+        _run_until_signal(wired.controller)
+    finally:
+        wired.close()
 
-        targets["local"] = LocalTarget(
-            tracking_uri=settings.tracking_uri,
+
+def _wire(settings: ControllerSettings, bindings: list[Binding]) -> WiredController:
+    """The controller and the targets its bindings need, from the settings."""
+    from modelloop.deploy.kubernetes.manifests import ServingOptions
+
+    local = kubernetes = None
+    if needs_target(bindings, "local"):
+        local = LocalServing(
             work_dir=settings.data_dir / "serving",
             prediction_log_url=settings.resolved_prediction_log_url(),
             token_file=settings.token_file,
             shared=settings.local_shared,
         )
-    if any(b.target == "kubernetes" for b in bindings):
-        from modelloop.deploy.kubernetes.api import DynamicKubeApi
-        from modelloop.deploy.kubernetes.leader import LeaseElector
-        from modelloop.deploy.kubernetes.manifests import ServingOptions
-        from modelloop.deploy.kubernetes.target import KubernetesTarget
-
-        api = DynamicKubeApi()
+    if needs_target(bindings, "kubernetes"):
         options = ServingOptions(
             tracking_uri=settings.scoring_tracking_uri or settings.tracking_uri,
             prediction_log_secret=settings.prediction_log_secret,
@@ -96,45 +111,42 @@ def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> No
             min_ready_seconds=settings.scoring_min_ready_seconds,
             owner=settings.lease_name,
         )
-        # the target lists only where its bindings live: the chart's Role is namespaced, not cluster-wide
-        namespaces = {b.namespace for b in bindings if b.target == "kubernetes"}
-        targets["kubernetes"] = KubernetesTarget(
-            api, namespaces=namespaces, image=settings.scoring_image, options=options
+        kubernetes = KubernetesServing(
+            image=settings.scoring_image,
+            options=options,
+            lease_name=settings.lease_name,
+            lease_namespace=settings.lease_namespace,
+            identity=settings.identity,
         )
-        leader = LeaseElector(
-            api, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.identity
-        )
-    ctl = Controller(
-        bindings,
-        MlflowRegistry(settings.tracking_uri),
-        targets,
+    reconciling = Reconciling(
         poll_interval=settings.poll_interval,
         rollout_deadline=settings.rollout_deadline,
         webhook_secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         webhook_host=settings.webhook_host,
         webhook_port=settings.webhook_port,
-        leader=leader,
     )
-    try:
-        if once:
-            code = _reconcile_once(ctl, bindings)
-            if code:
-                raise SystemExit(code)
-            return
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        ctl.start()
-        if ctl.webhook is not None:
-            click.echo(f"webhook receiver at {ctl.webhook.url}", err=True)
-        stop.wait()
-        ctl.stop()
-    finally:
-        for target in targets.values():
-            target.close()
+    return wire_controller(
+        bindings,
+        tracking_uri=settings.tracking_uri,
+        reconciling=reconciling,
+        local=local,
+        kubernetes=kubernetes,
+    )
 
 
-def _reconcile_once(ctl: Any, bindings: list[Any]) -> int:
+def _run_until_signal(ctl: Controller) -> None:
+    """Run the controller until SIGTERM or Ctrl-C."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ctl.start()
+    if ctl.webhook is not None:
+        click.echo(f"webhook receiver at {ctl.webhook.url}", err=True)
+    stop.wait()
+    ctl.stop()
+
+
+def _reconcile_once(ctl: Controller, bindings: list[Binding]) -> int:
     """Reconcile each binding once, here and now; print `name: outcome` for each and an `error:` line for each
     left unreconciled. Returns the exit code: 0, or that of the last problem."""
     from modelloop.deploy.reconcile import Outcome

@@ -48,8 +48,7 @@ def fresh_data_dir(path: Path) -> Path:
 @reports_errors
 def demo(data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: float, rate: float) -> None:
     """Run the whole loop on this machine and report what happened."""
-    from mlflow import MlflowClient
-
+    from modelloop.adapters.mlflow_registry import MlflowModelRegistry
     from modelloop.cli.demo_loop import BINDING, MODEL, DemoLoop, DemoSizes
     from modelloop.cli.demo_report import render
 
@@ -66,9 +65,9 @@ def demo(data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: f
     try:
         result = loop.run()
         if result.tracking_uri:
-            client = MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
+            registry = MlflowModelRegistry(result.tracking_uri)
             click.echo("")
-            click.echo(render(client, MODEL, BINDING))
+            click.echo(render(registry, MODEL, BINDING))
         stats = result.stats
         click.echo("")
         click.echo(

@@ -4,7 +4,8 @@ Used by `modelloop demo` (default sizes) and by its integration test (small size
 
 1. start the local platform (MLflow, controller with the local target and its webhook, monitoring schedule);
 2. train a classifier on breast cancer with Optuna (baseline beside it) and register version 1;
-3. promote version 1 by setting the `production` alias through the MLflow API, as the UI does;
+3. promote version 1 by setting the `production` alias through the MLflow API, as the UI does
+   (`MlflowModelRegistry.set_alias`);
 4. the controller deploys it; a traffic generator calls it over gRPC and reports labels afterwards;
 5. at a window boundary the traffic shifts (`demo_data`: nine size features x1.3);
 6. monitoring flags the drift and, after `drift_windows` drifted windows, launches a retraining on the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,16 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.cli.demo_data import SHIFT_FACTOR, TARGET, DemoData, TrainingTable, shifted_features, traffic
 from modelloop.cli.local_monitoring import LocalMonitoring, describe_outcome
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
 from modelloop.cli.traffic import Labelled, TrafficGenerator, TrafficStats
 from modelloop.contract.errors import ModelloopError
+from modelloop.contract.model_registry import VersionInfo
 from modelloop.contract.registry import PRODUCTION_ALIAS, TAG_GATE, TAG_GATE_REASONS, TAG_TRIGGERED_BY
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from modelloop.monitoring.job import WindowOutcome
 
 log = logging.getLogger(__name__)
@@ -200,10 +202,8 @@ class DemoLoop:
     def tracking_uri(self) -> str:
         return self.platform.tracking_uri if self.platform is not None and self.platform.mlflow else ""
 
-    def _client(self) -> MlflowClient:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+    def _registry(self) -> MlflowModelRegistry:
+        return MlflowModelRegistry(self.tracking_uri)
 
     def _wait(self, what: str, predicate: Callable[[], Any], *, timeout: float | None = None) -> Any:
         deadline = time.monotonic() + (timeout or self.sizes.step_timeout)
@@ -253,6 +253,7 @@ class DemoLoop:
 
     def _train(self) -> str:
         from modelloop.training import load_config, run_training
+        from modelloop.training.progress import StreamProgress
 
         data = DemoData.build()
         self.data = data
@@ -261,7 +262,9 @@ class DemoLoop:
         config_path.write_text(
             yaml.safe_dump(training_config(self.table.path, self.sizes.trials), sort_keys=False)
         )
-        result = run_training(load_config(config_path), tracking_uri=self.tracking_uri, progress=True)
+        result = run_training(
+            load_config(config_path), tracking_uri=self.tracking_uri, progress=StreamProgress(sys.stderr)
+        )
         if result.version is None:
             raise StepFailedError("training registered no version")
         self.versions["v1"] = str(result.version)
@@ -275,13 +278,13 @@ class DemoLoop:
 
     def _promote(self) -> str:
         version = self.versions["v1"]
-        self._client().set_registered_model_alias(MODEL, PRODUCTION_ALIAS, version)
+        self._registry().set_alias(MODEL, PRODUCTION_ALIAS, version)
         return f"{MODEL}@{PRODUCTION_ALIAS} -> version {version}"
 
     def _deploy(self) -> str:
+        from modelloop.client import ScoringClient
         from modelloop.contract.predlog import open_prediction_log
         from modelloop.monitoring.feedback import record_feedback
-        from modelloop.serving.client import ScoringClient
 
         assert self.platform is not None and self.table is not None
         address = self.platform.wait_for_endpoint(BINDING, timeout=self.sizes.step_timeout)
@@ -343,25 +346,25 @@ class DemoLoop:
         )
 
     def _swap(self) -> str:
-        client = self._client()
+        registry = self._registry()
         v1 = int(self.versions["v1"])
 
-        def registered() -> Any:
-            newer = [mv for mv in client.search_model_versions(f"name='{MODEL}'") if int(mv.version) > v1]
+        def registered() -> VersionInfo | None:
+            newer = [mv for mv in registry.versions(MODEL) if int(mv.version) > v1]
             return newer[0] if newer and TAG_GATE in newer[0].tags else None
 
-        mv = self._wait("the retrained version to be registered and gated", registered)
-        version = str(mv.version)
+        mv: VersionInfo = self._wait("the retrained version to be registered and gated", registered)
+        version = mv.version
         self.versions["v2"] = version
-        run = client.get_run(mv.run_id)
-        if run.data.tags.get(TAG_TRIGGERED_BY) != self.trigger_run:
+        trigger = registry.run(mv.run_id).tags.get(TAG_TRIGGERED_BY) if mv.run_id else None
+        if trigger != self.trigger_run:
             raise StepFailedError(f"version {version} is not linked to the monitoring run that triggered it")
         if mv.tags.get(TAG_GATE) != "passed":
             raise StepFailedError(f"version {version} failed the gate: {mv.tags.get(TAG_GATE_REASONS, '?')}")
         self.say(f"  version {version} registered and passed the gate; waiting for the swap")
         self._wait(
             f"the {PRODUCTION_ALIAS} alias to move to version {version}",
-            lambda: client.get_model_version_by_alias(MODEL, PRODUCTION_ALIAS).version == version,
+            lambda: registry.resolve(MODEL, PRODUCTION_ALIAS) == version,
         )
         assert self.traffic is not None
         traffic = self.traffic

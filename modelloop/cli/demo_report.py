@@ -1,6 +1,11 @@
 """The demo's final tables, read back from MLflow's records (not from what the demo remembers): the versions
 with their metrics beside the baseline, the gate, aliases and rollouts; the drift of every monitoring window;
 the rollouts with their durations. Used by `modelloop demo`.
+
+Versions and their training runs are read through the registry (`MlflowModelRegistry`: the port's `run`, and
+its `versions` / `aliases` beyond the port); the monitoring windows and the deployment runs by searching their
+experiments (`adapters.mlflow_runs.MlflowRuns`: the monitoring-records port reads one model's history for the
+trigger, without the accuracy or the retraining decision the table shows).
 """
 
 from __future__ import annotations
@@ -8,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mlflow import MlflowClient
-
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+from modelloop.adapters.mlflow_runs import MlflowRuns
+from modelloop.contract.model_registry import RunInfo
 from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
     DEPLOYMENTS_EXPERIMENT,
@@ -58,66 +64,56 @@ class RolloutRow:
     seconds: float | None
 
 
-def versions(client: MlflowClient, model: str) -> list[VersionRow]:
+def versions(registry: MlflowModelRegistry, model: str) -> list[VersionRow]:
     out = []
-    found = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version))
-    for found_mv in found:
-        mv = client.get_model_version(model, found_mv.version)  # search results carry no aliases
-        run = client.get_run(str(mv.run_id))
-        metric = run.data.params.get(PARAM_METRIC, "")
+    for mv in registry.versions(model):
+        run = registry.run(mv.run_id) if mv.run_id else RunInfo(run_id="", experiment_id="", status="")
+        metric = run.params.get(PARAM_METRIC, "")
         out.append(
             VersionRow(
-                version=str(mv.version),
+                version=mv.version,
                 metric=metric,
-                value=run.data.metrics.get(f"{TEST_METRIC_PREFIX}{metric}"),
-                baseline=run.data.metrics.get(f"{BASELINE_METRIC_PREFIX}{metric}"),
+                value=run.metrics.get(f"{TEST_METRIC_PREFIX}{metric}"),
+                baseline=run.metrics.get(f"{BASELINE_METRIC_PREFIX}{metric}"),
                 gate=mv.tags.get(TAG_GATE, "-"),
-                aliases=list(mv.aliases),
+                aliases=registry.aliases(model, mv.version),  # listed versions carry no aliases
                 rollout=mv.tags.get(TAG_ROLLOUT, "-"),
                 since=mv.tags.get(TAG_ROLLOUT_SINCE, "-"),
-                triggered_by=run.data.tags.get(TAG_TRIGGERED_BY, ""),
+                triggered_by=run.tags.get(TAG_TRIGGERED_BY, ""),
             )
         )
     return out
 
 
-def windows(client: MlflowClient, model: str) -> list[WindowRow]:
-    exp = client.get_experiment_by_name(MONITORING_EXPERIMENT)
-    if exp is None:
-        return []
-    runs = client.search_runs(
-        [exp.experiment_id], f"tags.`{TAG_MONITOR_MODEL}` = '{model}'", max_results=1000
-    )
+def windows(runs: MlflowRuns, model: str) -> list[WindowRow]:
+    found = runs.search(MONITORING_EXPERIMENT, tags={TAG_MONITOR_MODEL: model})
     out = []
-    for run in sorted(runs, key=lambda r: r.data.params.get("window_start", "")):
-        m = run.data.metrics
+    for run in sorted(found, key=lambda r: r.params.get("window_start", "")):
+        m = run.metrics
         out.append(
             WindowRow(
-                window=run.data.params.get("window_id", "?"),
-                version=run.data.params.get("model_version", "") or "-",
-                status=run.data.tags.get(TAG_MONITOR_STATUS, "?"),
+                window=run.params.get("window_id", "?"),
+                version=run.params.get("model_version", "") or "-",
+                status=run.tags.get(TAG_MONITOR_STATUS, "?"),
                 rows=int(m.get("window.rows", 0)),
                 share_drifted=m.get("drift.share_drifted"),
                 accuracy=m.get("quality.accuracy"),
-                retrain=run.data.tags.get(TAG_RETRAIN_DECISION, "-"),
+                retrain=run.tags.get(TAG_RETRAIN_DECISION, "-"),
             )
         )
     return out
 
 
-def rollouts(client: MlflowClient, binding: str) -> list[RolloutRow]:
-    exp = client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], f"params.binding = '{binding}'", max_results=1000)
+def rollouts(runs: MlflowRuns, binding: str) -> list[RolloutRow]:
+    found = runs.search(DEPLOYMENTS_EXPERIMENT, params={"binding": binding})
     return [
         RolloutRow(
-            from_version=r.data.params.get("from_version") or "-",
-            to_version=r.data.params.get("to_version", "?"),
-            outcome=r.data.params.get("outcome", "?"),
-            seconds=r.data.metrics.get("rollout.seconds"),
+            from_version=r.params.get("from_version") or "-",
+            to_version=r.params.get("to_version", "?"),
+            outcome=r.params.get("outcome", "?"),
+            seconds=r.metrics.get("rollout.seconds"),
         )
-        for r in sorted(runs, key=lambda r: r.info.start_time)
+        for r in sorted(found, key=lambda r: r.start_time)
     ]
 
 
@@ -134,9 +130,10 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render(client: MlflowClient, model: str, binding: str) -> str:
+def render(registry: MlflowModelRegistry, model: str, binding: str) -> str:
     """The three tables as text."""
-    vs = versions(client, model)
+    runs = MlflowRuns(registry)
+    vs = versions(registry, model)
     metric = vs[0].metric if vs else "metric"
     parts = [
         "Versions (test set of each training; the baseline on the same rows)",
@@ -179,7 +176,7 @@ def render(client: MlflowClient, model: str, binding: str) -> str:
                     _num(w.accuracy),
                     w.retrain,
                 ]
-                for w in windows(client, model)
+                for w in windows(runs, model)
             ],
         ),
         "",
@@ -188,7 +185,7 @@ def render(client: MlflowClient, model: str, binding: str) -> str:
             ["from", "to", "outcome", "seconds"],
             [
                 [r.from_version, r.to_version, r.outcome, _num(r.seconds, ".1f")]
-                for r in rollouts(client, binding)
+                for r in rollouts(runs, binding)
             ],
         ),
     ]

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from modelloop.contract.model_registry import ModelRegistry
     from modelloop.contract.predlog.store import SqlPredictionLog
     from modelloop.monitoring.config import MonitorConfig
     from modelloop.monitoring.job import WindowOutcome
+    from modelloop.monitoring.records import MonitoringRecords
     from modelloop.monitoring.retrain import SubprocessRetrainer
-    from modelloop.monitoring.tracking import MonitoringTracker
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,18 @@ class LocalMonitoring:
         retrain_args: Sequence[str] = (),
         on_outcome: Callable[[WindowOutcome], None] | None = None,
     ) -> None:
+        from modelloop.adapters.mlflow_registry import MlflowModelRegistry
         from modelloop.contract.predlog import open_prediction_log
         from modelloop.monitoring.config import load_monitor_config
+        from modelloop.monitoring.mlflow_records import MlflowMonitoringRecords
         from modelloop.monitoring.retrain import SubprocessRetrainer
-        from modelloop.monitoring.tracking import MonitoringTracker
 
         self.models = models
         self.window = window
         self.lag = lag
         self.config: MonitorConfig = load_monitor_config(config_file)
-        self.tracker: MonitoringTracker = MonitoringTracker(tracking_uri)
+        self.registry: ModelRegistry = MlflowModelRegistry(tracking_uri)
+        self.records: MonitoringRecords = MlflowMonitoringRecords(tracking_uri)
         self.store: SqlPredictionLog = open_prediction_log(prediction_log_url)
         self.retrainer: SubprocessRetrainer = SubprocessRetrainer(retrain_dir, extra_args=retrain_args)
         self.outcomes: list[WindowOutcome] = []
@@ -78,7 +81,8 @@ class LocalMonitoring:
             models,
             length=self.window,
             store=self.store,
-            tracker=self.tracker,
+            registry=self.registry,
+            records=self.records,
             config=self.config,
             retrainer=self.retrainer,
             now=time.time() - self.lag,

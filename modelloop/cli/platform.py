@@ -5,7 +5,8 @@ Used by `modelloop up` (runs until Ctrl-C) and `modelloop demo`. It starts, in o
 1. an `mlflow server` (SQLite backend and local artifacts in `<data_dir>/mlflow`, webhooks allowed to
    loopback, the webhook encryption key kept in `<data_dir>/secrets` so it survives restarts);
 2. the deployment controller with the `local` target (one supervised `modelloop serve` subprocess per binding)
-   and its webhook receiver on loopback, registered in MLflow (idempotent: re-registering updates the hook);
+   and its webhook receiver on loopback (wired by `cli.wiring`, as `modelloop controller` is), registered in
+   MLflow (idempotent: re-registering updates the hook);
 3. the monitoring schedule: a thread running one monitoring pass every `monitor_interval` seconds.
 
 Everything durable lives in the data directory (the MLflow database and artifacts, the prediction log, the
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import Field
 
+from modelloop.cli.wiring import LocalServing, Reconciling, WiredController, wire_controller
 from modelloop.contract.errors import ConfigError, ModelloopError
 from modelloop.contract.settings import CommonSettings
 
@@ -172,6 +174,7 @@ class LocalPlatform:
         self._make_monitor = monitor
         self._webhook_cache_ttl = webhook_cache_ttl
         self.mlflow: MlflowServer | None = None
+        self._wired: WiredController | None = None
         self.target: LocalTarget | None = None
         self.controller: Controller | None = None
         self.schedule: MonitorSchedule | None = None
@@ -191,10 +194,6 @@ class LocalPlatform:
         return f"sqlite:///{self.data_dir / 'predictions.db'}"
 
     def start(self) -> LocalPlatform:
-        from modelloop.deploy.controller import Controller
-        from modelloop.deploy.local import LocalTarget
-        from modelloop.deploy.mlflow_server import MlflowServer, free_port
-        from modelloop.deploy.registry import MlflowRegistry
         from modelloop.deploy.webhook_registration import register_webhook
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -202,29 +201,24 @@ class LocalPlatform:
         encryption_key = _secret_file(secrets_dir / "webhook-encryption.key", _fernet_key)
         webhook_secret = _secret_file(secrets_dir / "webhook.secret", lambda: secrets.token_urlsafe(32))
         try:
-            port = self.settings.mlflow_port or free_port()
-            self.mlflow = MlflowServer(
-                self.data_dir / "mlflow",
-                port=port,
-                webhook_secret_key=encryption_key,
-                extra_env={"MLFLOW_WEBHOOK_CACHE_TTL": str(self._webhook_cache_ttl)},
-            )
+            self.mlflow = self._mlflow_server(encryption_key)
             self.mlflow.start()
-            self.target = LocalTarget(
-                tracking_uri=self.mlflow.url,
-                work_dir=self.data_dir / "serving",
-                shared=self.settings.local_shared,
-                prediction_log_url=self.prediction_log_url,
-            )
-            self.controller = Controller(
+            self._wired = wire_controller(
                 self.bindings,
-                MlflowRegistry(self.mlflow.url),
-                {"local": self.target},
-                poll_interval=self.settings.poll_interval,
-                rollout_deadline=self.settings.rollout_deadline,
-                webhook_secret=webhook_secret,
-                webhook_port=self.settings.webhook_port,
+                tracking_uri=self.mlflow.url,
+                reconciling=Reconciling(
+                    poll_interval=self.settings.poll_interval,
+                    rollout_deadline=self.settings.rollout_deadline,
+                    webhook_secret=webhook_secret,
+                    webhook_port=self.settings.webhook_port,
+                ),
+                local=LocalServing(
+                    work_dir=self.data_dir / "serving",
+                    prediction_log_url=self.prediction_log_url,
+                    shared=self.settings.local_shared,
+                ),
             )
+            self.target, self.controller = self._wired.local, self._wired.controller
             self.controller.start()
             assert self.controller.webhook is not None
             register_webhook(self.mlflow.url, url=self.controller.webhook.url, secret=webhook_secret)
@@ -237,6 +231,17 @@ class LocalPlatform:
             raise
         return self
 
+    def _mlflow_server(self, encryption_key: str) -> MlflowServer:
+        """The MLflow server (not started) on `mlflow_port`, or any free port when that is 0."""
+        from modelloop.deploy.mlflow_server import MlflowServer, free_port
+
+        return MlflowServer(
+            self.data_dir / "mlflow",
+            port=self.settings.mlflow_port or free_port(),
+            webhook_secret_key=encryption_key,
+            extra_env={"MLFLOW_WEBHOOK_CACHE_TTL": str(self._webhook_cache_ttl)},
+        )
+
     def stop(self) -> None:
         """Stop the schedule, the controller, the scoring servers and MLflow, in that order."""
         if self.schedule is not None:
@@ -245,9 +250,10 @@ class LocalPlatform:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
-        if self.target is not None:
-            self.target.close()
-            self.target = None
+        if self._wired is not None:
+            self._wired.close()
+            self._wired = None
+        self.target = None
         if self.mlflow is not None:
             self.mlflow.stop()
             self.mlflow = None

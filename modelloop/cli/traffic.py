@@ -21,7 +21,7 @@ from modelloop.cli.demo_data import TrafficRow
 from modelloop.contract.errors import ModelloopError
 
 if TYPE_CHECKING:
-    from modelloop.serving.client import ScoringClient
+    from modelloop.client import ScoringClient
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """`modelloop train`: parse the settings and the training config once, run the training, print the result.
 
-Prints progress and the summary table on stderr, and on stdout the run id, the version, the gate's verdict,
-the
-alias moved, and where to open the run in the MLflow UI. Errors become one `error: ...` line and an exit code
+Prints progress and the summary table on stderr (it hands the training a `StreamProgress` on stderr; the
+training itself prints nothing), and on stdout the run id, the version, the gate's verdict, the alias moved,
+and where to open the run in the MLflow UI. Errors become one `error: ...` line and an exit code
 (`modelloop.cli.errors`).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -58,7 +59,7 @@ def train(
     """Tune, record and register a model from a training config."""
     import optuna
 
-    from modelloop.training import load_config, run_training
+    from modelloop.training import StreamProgress, load_config, run_training
 
     settings = CommonSettings(tracking_uri=tracking_uri) if tracking_uri else CommonSettings()
     configure_logging(
@@ -75,7 +76,7 @@ def train(
         config,
         tracking_uri=settings.tracking_uri,
         triggered_by=triggered_by,
-        progress=not quiet,
+        progress=None if quiet else StreamProgress(sys.stderr),
         tune_only=tune_only,
         config_source=str(config_path),
     )
@@ -86,9 +87,6 @@ def train(
         click.echo(f"model: {result.model_name} version {result.version}")
         click.echo(f"gate: {'passed' if result.gate_passed else 'failed'} ({'; '.join(result.gate_reasons)})")
         click.echo(f"alias: {result.promoted_alias or '-'}")
-    from mlflow import MlflowClient
-
-    run = MlflowClient(settings.tracking_uri).get_run(result.run_id)
-    url = ui_url(settings.tracking_uri, run.info.experiment_id, result.run_id)
+    url = ui_url(settings.tracking_uri, result.experiment_id, result.run_id) if result.experiment_id else None
     if url:
         click.echo(f"mlflow ui: {url}")

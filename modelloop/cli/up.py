@@ -3,7 +3,6 @@ scheduled monitoring) under one data directory, print where everything is, and r
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ import click
 from modelloop.cli.errors import reports_errors
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
 from modelloop.contract.logs import configure_logging
+from modelloop.contract.port_file import read_port_file
 
 
 def metrics_address(platform: LocalPlatform, binding: str) -> str | None:
@@ -21,12 +21,12 @@ def metrics_address(platform: LocalPlatform, binding: str) -> str | None:
     if platform.target is None:
         return None
     try:
-        ports: Any = json.loads(platform.target.port_file(binding).read_text())
-    except (KeyError, OSError, ValueError):
+        ports = read_port_file(platform.target.port_file(binding))
+    except KeyError:  # not deployed
         return None
-    if isinstance(ports, dict) and isinstance(ports.get("metrics"), int):
-        return f"http://127.0.0.1:{ports['metrics']}/metrics"
-    return None
+    if ports is None or ports.metrics is None:
+        return None
+    return f"http://127.0.0.1:{ports.metrics}/metrics"
 
 
 def describe(platform: LocalPlatform) -> list[str]:

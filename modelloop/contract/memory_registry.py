@@ -11,13 +11,15 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from .errors import NotFoundError
+from .errors import NotFoundError, clip
 from .model_registry import ModelRegistry, RunInfo, VersionInfo
 from .registry import ALIAS_FOR_ROLE, STAGE_FOR_ROLE
 
 
 class InMemoryModelRegistry(ModelRegistry):
     """Models, versions, aliases, stages, runs and artifacts in dictionaries."""
+
+    where = "the in-memory registry"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -107,27 +109,27 @@ class InMemoryModelRegistry(ModelRegistry):
             self._run(run_id)
             data = self._artifacts.get((run_id, path))
             if data is None:
-                raise NotFoundError(f"run {run_id} has no artifact {path}")
+                raise NotFoundError(f"run {clip(run_id)} has no artifact {clip(path)}")
             return data
 
     # --- lookups (the lock is held) ----------------------------------------------------------------------
     def _model(self, model: str) -> dict[str, str]:
         tags = self._models.get(model)
         if tags is None:
-            raise NotFoundError(f"model {model} is not registered")
+            raise NotFoundError(f"model {clip(model)} is not registered in {self.where}")
         return tags
 
     def _version(self, model: str, version: str) -> VersionInfo:
         self._model(model)
         info = self._versions.get((model, version))
         if info is None:
-            raise NotFoundError(f"model {model} has no version {version}")
+            raise NotFoundError(f"model {clip(model)} has no version {clip(version)}")
         return info
 
     def _run(self, run_id: str) -> RunInfo:
         run = self._runs.get(run_id)
         if run is None:
-            raise NotFoundError(f"run {run_id} does not exist")
+            raise NotFoundError(f"run {clip(run_id)} does not exist")
         return run
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from .errors import InvalidInputError, ModelloopError, NotFoundError
+from .errors import InvalidInputError, ModelloopError, NotFoundError, clip
 from .profile import ReferenceProfile
 from .registry import ALIAS_FOR_ROLE, REFERENCE_PROFILE_PATH, Role
 
@@ -60,6 +60,9 @@ class RunInfo:
 
 class ModelRegistry(ABC):
     """The registry port (see the module docstring for the contract every implementation keeps)."""
+
+    #: what messages call this registry, e.g. "MLflow at http://mlflow:5000" (never with credentials)
+    where: str = "the model registry"
 
     # --- registered models -------------------------------------------------------------------------------
     @abstractmethod
@@ -112,13 +115,13 @@ class ModelRegistry(ABC):
         artifact does not match the schema."""
         info = self.version(model, version)
         if info.run_id is None:
-            raise NotFoundError(f"model {model} version {version} has no training run")
+            raise NotFoundError(f"model {clip(model)} version {clip(version)} has no training run")
         data = self.read_artifact(info.run_id, REFERENCE_PROFILE_PATH)
         try:
             return ReferenceProfile.model_validate_json(data)
         except ValidationError:
             raise InvalidInputError(
-                f"reference profile of model {model} version {version} does not match the schema"
+                f"reference profile of model {clip(model)} version {clip(version)} does not match the schema"
             ) from None
 
 

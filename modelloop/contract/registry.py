@@ -55,15 +55,26 @@ TAG_TRAINING_RUN = "modelloop.training_run_id"
 TAG_RUN_KIND = "modelloop.kind"  # "training" | "trial" | "baseline" | "monitoring" | "deployment"
 TAG_CONFIG_PATH = "modelloop.config"
 TAG_TRIGGERED_BY = "modelloop.triggered_by"  # training run started by a monitoring run: its run id
+TAG_DEPLOY_BINDING = "modelloop.binding"  # on a deployment run: the binding it rolled out
+TAG_ROLLOUT_RECORD_ID = (
+    "modelloop.rollout.record_id"  # on a deployment run: makes writing it again idempotent
+)
 TAG_MONITOR_MODEL = "modelloop.monitor.model"
 TAG_MONITOR_WINDOW = "modelloop.monitor.window"
 TAG_MONITOR_STATUS = "modelloop.monitor.status"  # "ok" | "insufficient" | "empty"
+TAG_QUALITY_BREACHED = "modelloop.monitor.quality_breached"  # quality floor breached in the window: "1" | "0"
 # Retraining triggered by monitoring: on the monitoring run that decided, on the model version it was about,
 # and on the registered model (the last firing, for the cool-down and "never twice for the same cause").
 TAG_RETRAIN_DECISION = "modelloop.retrain.decision"  # "fired" | "cooldown" | "already_fired" | ...
 TAG_RETRAIN_CAUSE = "modelloop.retrain.cause"  # e.g. "drift:3:20261123T080000Z-20261123T081500Z"
 TAG_RETRAIN_FIRED_AT = "modelloop.retrain.fired_at"  # end (unix seconds) of the window that fired
 TAG_RETRAIN_MONITORING_RUN = "modelloop.retrain.monitoring_run"  # the monitoring run that fired
+# Only on the monitoring run: what it decided and launched, and what a re-run of the window carried over.
+TAG_RETRAIN_PREFIX = "modelloop.retrain."  # every retraining tag starts with it (a re-run carries them over)
+TAG_RETRAIN_DETAIL = "modelloop.retrain.detail"  # why the trigger decided so, in words
+TAG_RETRAIN_LAUNCHED = "modelloop.retrain.launched"  # what the retrainer started (its description)
+TAG_RETRAIN_RERUN_DECISION = "modelloop.retrain.rerun_decision"  # a re-run's own decision (the firing stays)
+TAG_RETRAIN_REPLACED_RUN = "modelloop.retrain.replaced_run"  # the run that fired (the training names it)
 
 # Params and metric names of a training run (the parent run), read by the gate and by monitoring.
 PARAM_METRIC = "modelloop.metric"  # the metric the study optimises, e.g. "roc_auc", "rmse"
@@ -104,6 +115,7 @@ __all__ = [
     "RESOLVED_CONFIG_PATH",
     "STAGE_FOR_ROLE",
     "TAG_CONFIG_PATH",
+    "TAG_DEPLOY_BINDING",
     "TAG_GATE",
     "TAG_GATE_MARGIN",
     "TAG_GATE_REASONS",
@@ -111,13 +123,20 @@ __all__ = [
     "TAG_MONITOR_STATUS",
     "TAG_MONITOR_WINDOW",
     "TAG_PREFIX",
+    "TAG_QUALITY_BREACHED",
     "TAG_RETRAIN_CAUSE",
     "TAG_RETRAIN_DECISION",
+    "TAG_RETRAIN_DETAIL",
     "TAG_RETRAIN_FIRED_AT",
+    "TAG_RETRAIN_LAUNCHED",
     "TAG_RETRAIN_MONITORING_RUN",
+    "TAG_RETRAIN_PREFIX",
+    "TAG_RETRAIN_REPLACED_RUN",
+    "TAG_RETRAIN_RERUN_DECISION",
     "TAG_ROLLOUT",
     "TAG_ROLLOUT_BINDING",
     "TAG_ROLLOUT_REASON",
+    "TAG_ROLLOUT_RECORD_ID",
     "TAG_ROLLOUT_SINCE",
     "TAG_RUN_KIND",
     "TAG_TRAINING_RUN",

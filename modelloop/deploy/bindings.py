@@ -24,9 +24,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelloop.contract.config_files import describe_validation_error, read_yaml_mapping
 from modelloop.contract.errors import ConfigError
 from modelloop.contract.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS, STAGE_FOR_ROLE, Role
 
@@ -135,24 +135,13 @@ def parse_bindings(document: object, *, source: str = "bindings") -> list[Bindin
     try:
         return list(BindingsFile.model_validate(document).bindings)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{where}: {err['msg']}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
 
 
 def load_bindings(path: Path) -> list[Binding]:
-    """Read and validate a bindings YAML file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read bindings file {path}: {exc.strerror}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
-    return parse_bindings(document, source=str(path))
+    """Read and validate a bindings YAML file (`contract.config_files` reads it)."""
+    what = "bindings file"
+    return parse_bindings(read_yaml_mapping(path, what=what), source=f"{what} {path}")
 
 
 __all__ = ["Autoscaling", "Binding", "Challenger", "Resources", "load_bindings", "parse_bindings"]

@@ -1,7 +1,8 @@
 """The timeline plot a deployment run carries: one bar per phase of a rollout, in seconds since it began.
 
-Called by `modelloop.deploy.registry.MlflowRegistry.record_rollout`, which logs the figure as
-`modelloop/rollout_timeline.png` beside the timeline's JSON. Drawn with matplotlib's Agg backend on a bare
+Called by `modelloop.deploy.registry.MlflowRegistry.record_rollout`, which writes the plot to a PNG file
+(`save_timeline_plot`) that `adapters.mlflow_rollouts` logs as `modelloop/rollout_timeline.png` beside the
+timeline's JSON. Drawn with matplotlib's Agg backend on a bare
 `Figure` (no pyplot state, so it is safe from the controller's worker threads).
 
 A timeline is a list of `(unix time, event)`; phase i runs from event i to event i+1 and is labelled with
@@ -11,6 +12,7 @@ event i; the last event is the outcome (a green mark when the rollout ended serv
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import matplotlib
 
@@ -68,4 +70,10 @@ def timeline_figure(timeline: list[tuple[float, str]], *, title: str, succeeded:
     return fig
 
 
-__all__ = ["timeline_figure"]
+def save_timeline_plot(timeline: list[tuple[float, str]], path: Path, *, title: str, succeeded: bool) -> Path:
+    """Draw `timeline_figure` into the PNG file `path` (its folder must exist); returns `path`."""
+    timeline_figure(timeline, title=title, succeeded=succeeded).savefig(path, format="png")
+    return path
+
+
+__all__ = ["save_timeline_plot", "timeline_figure"]

@@ -1,71 +1,35 @@
 """Registers (or updates) the controller's webhook in MLflow for the registry events it reconciles on.
 
-Called by `modelloop webhook register`. Idempotent: a webhook with the same name is updated in place
-(URL, events, secret, status ACTIVE) instead of created twice. Uses `MlflowClient.create_webhook` /
-`update_webhook` (MLflow >= 3.3; the server needs the SQL backend). The events registered are
-`deploy.webhook.EVENTS`, the same list the receiver acts on: a delivery of any other type (say the webhook was
-widened in the MLflow UI) is answered 202 and ignored, counted in `modelloop_webhook_refused_total{reason=
-"ignored_event"}`.
+Called by `modelloop webhook register` and the local platform. Decides what is registered: the webhook's
+name, the receiver's URL, the secret, and the events, `deploy.webhook.EVENTS`, the same list the receiver acts
+on (a delivery of any other type, say the webhook was widened in the MLflow UI, is answered 202 and ignored,
+counted in `modelloop_webhook_refused_total{reason="ignored_event"}`). The MLflow calls are
+`adapters.mlflow_webhooks.MlflowWebhooks.put`: idempotent (a webhook with the same name is updated in place
+instead of created twice; MLflow >= 3.3 with the SQL backend), failing with UnavailableError (unreachable) or
+RegistryRefusedError (refused, e.g. a file-backed server without webhook support, no permission).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
-from modelloop.contract.errors import UnavailableError
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+from modelloop.adapters.mlflow_webhooks import MlflowWebhooks
 
 from .webhook import EVENTS
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities.webhook import Webhook
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_NAME = "modelloop-controller"
+DESCRIPTION = "modelloop controller"
 
 
 def register_webhook(tracking_uri: str, *, url: str, secret: str, name: str = WEBHOOK_NAME) -> str:
     """Create or update the webhook; returns its id."""
-    from mlflow import MlflowClient
-    from mlflow.entities.webhook import WebhookEvent
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    events: list[Any] = [WebhookEvent(*e.split(".")) for e in EVENTS]
-    try:
-        existing: list[Webhook] = [w for w in _all_webhooks(client) if w.name == name]
-        if existing:
-            hook = client.update_webhook(
-                existing[0].webhook_id,
-                url=url,
-                events=events,
-                secret=secret,
-                status="ACTIVE",
-            )
-            log.info("updated webhook %s -> %s", name, url)
-        else:
-            hook = client.create_webhook(
-                name, url, list(events), secret=secret, description="modelloop controller"
-            )
-            log.info("created webhook %s -> %s", name, url)
-    except MlflowException as exc:
-        raise UnavailableError(
-            f"could not register the webhook in MLflow at {tracking_uri}: {exc.error_code}"
-        ) from None
-    return str(hook.webhook_id)
+    webhooks = MlflowWebhooks(MlflowModelRegistry(tracking_uri))
+    put = webhooks.put(name, url=url, events=list(EVENTS), secret=secret, description=DESCRIPTION)
+    log.info("%s webhook %s -> %s", "created" if put.created else "updated", name, url)
+    return put.webhook_id
 
 
-def _all_webhooks(client: MlflowClient) -> list[Webhook]:
-    out: list[Webhook] = []
-    token = None
-    while True:
-        page = client.list_webhooks(max_results=100, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
-__all__ = ["WEBHOOK_NAME", "register_webhook"]
+__all__ = ["DESCRIPTION", "WEBHOOK_NAME", "register_webhook"]

@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modelloop.contract.config_files import describe_validation_error, read_yaml_mapping
 from modelloop.contract.errors import ConfigError
 
 
@@ -110,7 +110,9 @@ class MonitorConfig(BaseModel):
         try:
             return ModelMonitorConfig.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(f"monitoring config for model {name!r}: {_describe(exc)}") from None
+            raise ConfigError(
+                f"monitoring config for model {name!r}: {describe_validation_error(exc)}"
+            ) from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -123,30 +125,15 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_input=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def load_monitor_config(path: Path | None) -> MonitorConfig:
     """Load a monitoring config file (YAML); no file means the defaults for every model."""
     if path is None:
         return MonitorConfig()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read monitoring config {path}: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"monitoring config {path} is not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"monitoring config {path} must be a mapping with 'defaults' and 'models'")
+    raw = read_yaml_mapping(path, what="monitoring config")
     try:
         config = MonitorConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"monitoring config {path}: {_describe(exc)}") from None
+        raise ConfigError(f"monitoring config {path}: {describe_validation_error(exc)}") from None
     for name in [None, *config.models]:
         config.for_model(name or "")  # validate every merge now, not mid-run
     return config

@@ -146,6 +146,12 @@ def write_report(folder: Path, data: ReportInput) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     hist = history_plot(data.history, data.drift_share)
     (folder / "drift_history.png").write_bytes(hist)
+    (folder / "report.html").write_text(_page(data, hist), encoding="utf-8")
+    (folder / "drift.json").write_text(json.dumps(_payload(data), indent=1, default=str), encoding="utf-8")
+
+
+def _distributions(data: ReportInput) -> str:
+    """The distributions section: the prediction's and the most drifted features' plots."""
     all_drifted = sorted(
         (f for f in data.features.values() if f.drifted),
         key=lambda f: -f.stats.get("wasserstein", f.stats.get("js", 0.0)),
@@ -160,33 +166,41 @@ def write_report(folder: Path, data: ReportInput) -> None:
     if data.prediction is not None and data.prediction.status == "ok":
         shown.insert(0, data.prediction)
     plots = [_img(distributions_plot(shown), "reference vs current distributions")] if shown else []
+    return f"{omitted}{''.join(plots) or '<p>No drifted feature.</p>'}"
+
+
+def _verdict(data: ReportInput) -> str:
     summary = data.summary
-    verdict = (
-        "no traffic in this window"
-        if data.status == "empty"
-        else "too few rows to decide"
-        if data.status == "insufficient" or summary is None or summary.status != "ok"
-        else f"{summary.drifted} of {summary.evaluated} features drifted "
+    if data.status == "empty":
+        return "no traffic in this window"
+    if data.status == "insufficient" or summary is None or summary.status != "ok":
+        return "too few rows to decide"
+    return (
+        f"{summary.drifted} of {summary.evaluated} features drifted "
         f"(share {summary.share_drifted:.3g}; "
         f"dataset {'DRIFTED' if summary.dataset_drifted else 'not drifted'}, "
         f"{summary.rule})"
     )
+
+
+def _page(data: ReportInput, hist: bytes) -> str:
+    """report.html: the verdict, the decision, the plots and the tables."""
     quality_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{_fmt(data.training_quality.get(k))}</td></tr>"
         for k, v in sorted(data.quality.items())
     )
     e = html.escape
-    page = f"""<!doctype html>
+    return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>modelloop monitoring: {e(data.model)} {e(data.window_id)}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</style></head><body>
 <h1>{e(data.model)} version {e(str(data.version))}</h1>
 <p>Window {e(data.window_iso[0])} to {e(data.window_iso[1])} ({e(data.window_id)}):
 {data.rows} rows compared.</p>
-<p><b>{e(verdict)}</b></p>
+<p><b>{e(_verdict(data))}</b></p>
 <p>Retraining: {e(data.decision)} &mdash; {e(data.decision_detail)}</p>
 <h2>Drift over recent windows</h2>{_img(hist, "drift history")}
-<h2>Distributions</h2>{omitted}{"".join(plots) or "<p>No drifted feature.</p>"}
+<h2>Distributions</h2>{_distributions(data)}
 <h2>Quality ({data.labelled} labelled rows)</h2>
 <table><tr><th>metric</th><th>window</th><th>training</th></tr>{quality_rows}</table>
 <h2>Features</h2>
@@ -195,14 +209,17 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</
 {_feature_rows(data.features)}</table>
 </body></html>
 """
-    (folder / "report.html").write_text(page, encoding="utf-8")
-    payload = {
+
+
+def _payload(data: ReportInput) -> dict[str, object]:
+    """drift.json: the window's statistics for programs."""
+    return {
         "model": data.model,
         "version": data.version,
         "window": data.window_id,
         "status": data.status,
         "rows": data.rows,
-        "summary": asdict(summary) if summary else None,
+        "summary": asdict(data.summary) if data.summary else None,
         "features": {
             k: {
                 "kind": f.kind,
@@ -218,7 +235,6 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</
         "quality": dict(data.quality),
         "decision": data.decision,
     }
-    (folder / "drift.json").write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
 
 
 __all__ = ["MAX_FEATURE_PLOTS", "ReportInput", "distributions_plot", "history_plot", "write_report"]

@@ -3,9 +3,10 @@ serves until SIGTERM/SIGINT, then drains. Called by `modelloop serve` (modelloop
 
 Order: open the prediction log (lazily: a database that is down at start only means buffering), start the
 gRPC server with health NOT_SERVING, start the metrics endpoint, load every model (and the challenger),
-freeze the heap built so far (`gc.freeze`), mark health SERVING, write the port file atomically. On
-SIGTERM: health NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period, drain the
-batchers, flush the prediction log, return.
+freeze the heap built so far (`gc.freeze`), mark health SERVING, write the port file (its format is
+`contract.port_file`'s). On SIGTERM: health NOT_SERVING, refuse new calls, let in-flight ones finish within
+the grace period, drain the batchers, flush the prediction log, return. `run` is those steps in order:
+`_build`, `_start`, `_serve` (load, ready, wait for the signal), `_drain`.
 
 An unreachable registry at start fails the run (UnavailableError), unless `wait_for_registry`: then the
 loads are tried again with backoff, health NOT_SERVING meanwhile. Loads run in daemon threads
@@ -18,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
-import os
 import signal
-import tempfile
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from modelloop.contract.errors import ConfigError, ModelloopError, UnavailableError
+from modelloop.contract.port_file import Ports, write_port_file
 from modelloop.contract.registry import Role
 
 from .core import InferenceCore, prediction_recorder
@@ -62,15 +63,6 @@ def parse_model_ref(value: str) -> tuple[str, str]:
     return name, ref
 
 
-def write_port_file(path: Path, grpc_port: int, metrics_port: int | None) -> None:
-    """Write the ports atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"grpc": grpc_port, "metrics": metrics_port}, fh)
-    os.replace(tmp, path)
-
-
 def _tls(settings: ServeSettings) -> TlsConfig | None:
     if settings.tls_cert_file is None and settings.tls_key_file is None:
         return None
@@ -98,20 +90,51 @@ def _read_token(path: Path | None, what: str) -> str | None:
     return token
 
 
-async def run(
-    settings: ServeSettings,
-    *,
-    stop: asyncio.Event | None = None,
-    started: Callable[[int, int | None], None] | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT (see the module docstring). Embedded use (tests): pass `stop` (no signal
-    handlers are installed then) and `started`, called with the gRPC and metrics ports once ready."""
+@dataclass
+class _Process:
+    """The parts of one scoring-server process, built from its settings by `_build`."""
+
+    refs: list[tuple[str, str]]
+    challenger: tuple[str, str] | None
+    server: ScoringServer
+    host: ModelHost
+    loader: DetachedLoader
+    metrics: ServingMetrics
+    writer: PredictionLogWriter | None
+    metrics_server: WSGIServer | None = None
+
+
+def _model_refs(settings: ServeSettings) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+    """The models to serve and the challenger, checked: at least one model, the challenger one of them."""
     if not settings.models:
         raise ConfigError("no model to serve: pass --model NAME@ALIAS or NAME/VERSION")
     refs = [parse_model_ref(m) for m in settings.models]
     challenger = parse_model_ref(settings.challenger) if settings.challenger else None
     if challenger is not None and challenger[0] not in {name for name, _ in refs}:
         raise ConfigError(f"challenger model {challenger[0]} is not one of the --model names")
+    return refs, challenger
+
+
+def _prediction_log(settings: ServeSettings, metrics: ServingMetrics) -> PredictionLogWriter | None:
+    """The prediction-log writer (opened lazily: a database down at start only means buffering), or None."""
+    if not settings.prediction_log_enabled():
+        return None
+    from modelloop.contract.predlog import SqlPredictionLog
+
+    url = settings.resolved_prediction_log_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return PredictionLogWriter(
+        SqlPredictionLog(url, create=False),
+        metrics=metrics,
+        max_buffered=settings.predlog_max_buffered,
+        flush_interval=settings.predlog_flush_interval,
+    )
+
+
+def _build(settings: ServeSettings) -> _Process:
+    """Build the host, the core and the gRPC server (nothing started, nothing loaded yet)."""
+    refs, challenger = _model_refs(settings)
     options = ServerOptions(
         token=_read_token(settings.token_file, "token_file"),
         admin_token=_read_token(settings.admin_token_file, "admin_token_file"),
@@ -122,19 +145,7 @@ async def run(
         tls=_tls(settings),
     )
     metrics = ServingMetrics()
-    writer = None
-    if settings.prediction_log_enabled():
-        from modelloop.contract.predlog import SqlPredictionLog
-
-        url = settings.resolved_prediction_log_url()
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        writer = PredictionLogWriter(
-            SqlPredictionLog(url, create=False),
-            metrics=metrics,
-            max_buffered=settings.predlog_max_buffered,
-            flush_interval=settings.predlog_flush_interval,
-        )
+    writer = _prediction_log(settings, metrics)
     loader = DetachedLoader(partial(load_model, settings.tracking_uri, max_rows=settings.max_rows))
     host = ModelHost(
         loader,
@@ -148,47 +159,81 @@ async def run(
         hooks=prediction_recorder(writer) if writer else None,
     )
     core = InferenceCore(host, metrics=metrics, reject_unseen=settings.unseen_categories == "reject")
-    server = ScoringServer(core, options)
+    return _Process(refs, challenger, ScoringServer(core, options), host, loader, metrics, writer)
+
+
+async def _start(process: _Process, settings: ServeSettings) -> Ports:
+    """Start the gRPC server (health NOT_SERVING for every model while it loads) and the metrics endpoint."""
+    port = await process.server.start(settings.host, settings.port)
+    metrics_port = None
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        process.metrics_server, _ = start_http_server(
+            settings.metrics_port, settings.host, registry=process.metrics.registry
+        )
+        metrics_port = int(process.metrics_server.server_port)
+    for name, _ in process.refs:  # per-model health answers NOT_SERVING (not NOT_FOUND) while loading
+        await process.server.mark(name, serving=False)
+    return Ports(grpc=port, metrics=metrics_port)
+
+
+async def _serve(
+    process: _Process,
+    settings: ServeSettings,
+    ports: Ports,
+    stop: asyncio.Event,
+    started: Callable[[int, int | None], None] | None,
+) -> None:
+    """Load every model, then serve until `stop` is set (at once, when it is set while loading)."""
+    loading = _load_models(process.host, process.refs, process.challenger, settings)
+    if await _until_stopped(loading, stop):
+        await _ready(process.server, settings, ports)
+        if started is not None:
+            started(ports.grpc, ports.metrics)
+        await stop.wait()
+    log.info("stopping: draining in-flight calls (grace %.0fs)", settings.grace_period)
+
+
+async def _drain(process: _Process, settings: ServeSettings) -> None:
+    """Refuse new calls, let in-flight ones finish within the grace period, flush and close everything."""
+    await process.server.stop(settings.grace_period)
+    # a load still waiting on MLflow (startup, or a swap past the grace) is left behind
+    process.loader.abandon()
+    await process.host.close()
+    if process.writer is not None:
+        await asyncio.to_thread(process.writer.close)
+    if process.metrics_server is not None:
+        with contextlib.suppress(Exception):
+            process.metrics_server.shutdown()
+    gc.unfreeze()  # embedded use (tests): what died since can be collected again
+
+
+async def run(
+    settings: ServeSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    started: Callable[[int, int | None], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT (see the module docstring). Embedded use (tests): pass `stop` (no signal
+    handlers are installed then) and `started`, called with the gRPC and metrics ports once ready."""
+    process = _build(settings)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
     stop = stop or asyncio.Event()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    metrics_server: Any = None
     try:
-        port = await server.start(settings.host, settings.port)
-        metrics_port = None
-        if settings.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            metrics_server, _ = start_http_server(
-                settings.metrics_port, settings.host, registry=metrics.registry
-            )
-            metrics_port = int(metrics_server.server_port)
-        for name, _ in refs:  # per-model health answers NOT_SERVING (not NOT_FOUND) while loading
-            await server.mark(name, serving=False)
-        if await _until_stopped(_load_models(host, refs, challenger, settings), stop):
-            await _ready(server, settings, port, metrics_port)
-            if started is not None:
-                started(port, metrics_port)
-            await stop.wait()
-        log.info("stopping: draining in-flight calls (grace %.0fs)", settings.grace_period)
+        ports = await _start(process, settings)
+        await _serve(process, settings, ports, stop, started)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await server.stop(settings.grace_period)
-        loader.abandon()  # a load still waiting on MLflow (startup, or a swap past the grace) is left behind
-        await host.close()
-        if writer is not None:
-            await asyncio.to_thread(writer.close)
-        if metrics_server is not None:
-            with contextlib.suppress(Exception):
-                metrics_server.shutdown()
-        gc.unfreeze()  # embedded use (tests): what died since can be collected again
+        await _drain(process, settings)
     log.info("stopped")
 
 
-async def _ready(server: ScoringServer, settings: ServeSettings, port: int, metrics_port: int | None) -> None:
+async def _ready(server: ScoringServer, settings: ServeSettings, ports: Ports) -> None:
     """Every model is loaded and warm: freeze the heap, health SERVING, write the port file."""
     # the libraries and models loaded so far are long-lived: keep them out of the cyclic collector's
     # scans (measured at 64 concurrent calls: full collections of this heap put p99 at ~215 ms; ~72 ms
@@ -197,13 +242,13 @@ async def _ready(server: ScoringServer, settings: ServeSettings, port: int, metr
     gc.freeze()
     await server.set_serving()
     if settings.port_file is not None:
-        write_port_file(settings.port_file, port, metrics_port)
+        write_port_file(settings.port_file, ports)
     log.info(
         "serving %s on %s:%d (metrics port %s)",
         ", ".join(server.core.host.names()),
         settings.host,
-        port,
-        metrics_port,
+        ports.grpc,
+        ports.metrics,
     )
 
 
@@ -254,4 +299,4 @@ async def _load_models(
         delay = min(delay * 2, REGISTRY_RETRY_MOST)
 
 
-__all__ = ["parse_model_ref", "run", "write_port_file"]
+__all__ = ["parse_model_ref", "run"]

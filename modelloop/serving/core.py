@@ -1,7 +1,9 @@
 """The transport-neutral data plane: validate a request against the model's signature, route it (champion,
 canary, shadow), batch it, and record what was scored in the prediction log.
 
-Called by the gRPC adapter (`serving.grpc_server`) with decoded tensors; knows nothing of gRPC. Domain
+Called by the gRPC adapter (`serving.grpc_server`) with the request's inputs (`schema.RequestInputs`: the
+adapter's decoder, `serving.codec.OipInputs`, turns them into rows against the schema of the version that
+answers, in bulk when it has seen the request's structure before); knows nothing of gRPC. Domain
 errors (`contract.errors` and `serving.errors`) propagate to the adapter, which maps them to status codes in
 one place (`modelloop.serving.status`).
 """
@@ -13,13 +15,12 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from modelloop.contract.errors import InvalidInputError
+from modelloop.contract.errors import InvalidInputError, ModelloopError
 from modelloop.contract.registry import Route
 
 from .batcher import AfterBatch, Item
@@ -27,7 +28,7 @@ from .hosting import ModelHost
 from .metrics import ServingMetrics
 from .model_host import LoadedModel
 from .predlog_writer import PredictionLogWriter
-from .schema import Features, InputTensor
+from .schema import Features, RequestInputs
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +62,28 @@ class InferenceCore:
     async def infer(
         self,
         model: str,
-        tensors: Sequence[InputTensor],
+        inputs: RequestInputs,
         *,
         version: str = "",
         request_id: str = "",
         started: float | None = None,
     ) -> InferenceResult:
-        if len(request_id) > MAX_REQUEST_ID:
-            raise InvalidInputError(
-                f"request id has {len(request_id)} characters; at most {MAX_REQUEST_ID} are allowed"
-            )
-        deployment, route, shadow = self.host.route(model, version)
+        """Score one request; `inputs` as the transport received them (decoded tensors: `TensorInputs`)."""
+        try:
+            if len(request_id) > MAX_REQUEST_ID:
+                raise InvalidInputError(
+                    f"request id has {len(request_id)} characters; at most {MAX_REQUEST_ID} are allowed"
+                )
+            deployment, route, shadow = self.host.route(model, version)
+        except ModelloopError:
+            inputs.check()  # inputs malformed whatever the model are reported first
+            raise
         loaded = deployment.model
-        features = loaded.schema.validate(tensors, reject_unseen=self.reject_unseen)
+        features = inputs.features(loaded.schema, reject_unseen=self.reject_unseen)
         request_id = request_id or f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
         future = deployment.batcher.submit(features, request_id, route=route, started=started)
         if shadow is not None:
-            self._shadow(model, shadow.model, shadow.batcher.submit, tensors, features, request_id, started)
+            self._shadow(model, shadow.model, shadow.batcher.submit, inputs, features, request_id, started)
         pred, proba = await future
         return InferenceResult(
             model, loaded.version, route, request_id, pred, proba, loaded.schema.prediction_datatype
@@ -88,7 +94,7 @@ class InferenceCore:
         model: str,
         challenger: LoadedModel,
         submit: Any,
-        tensors: Sequence[InputTensor],
+        inputs: RequestInputs,
         features: Features,
         request_id: str,
         started: float | None,
@@ -96,7 +102,7 @@ class InferenceCore:
         """Also score the request with the shadow challenger, off the response path; failures are counted."""
         try:
             if challenger.schema.columns != self.host.slot(model).champion.model.schema.columns:
-                features = challenger.schema.validate(tensors, reject_unseen=self.reject_unseen)
+                features = inputs.features(challenger.schema, reject_unseen=self.reject_unseen)
             future: asyncio.Future[Any] = submit(features, request_id, route=Route.SHADOW, started=started)
         except Exception as exc:
             self.metrics.shadow_skipped.labels(model, type(exc).__name__).inc()

@@ -7,8 +7,12 @@ only to calls carrying that token: it is distinct from the callers' token, which
 starts a server for hot swap (the local target) makes that token; Kubernetes scoring pods pin their version
 in the pod spec and never serve the admin service.
 
-Created and started by `serving.app`; tests build it directly. Servicers only convert messages to calls on
-the core (`serving.core`, `serving.hosting`) and back; errors become status codes in `serving.status`.
+Created and started by `serving.app`; tests build it directly. Servicers only convert messages (the
+generated `pb2` types of `contract.wire`) to calls on the core (`serving.core`, `serving.hosting`) and back;
+every method that can fail goes through `serving.status.maps_errors`, which turns errors into status codes.
+`ModelInfer` hands the core the request's inputs undecoded (`serving.codec.OipInputs`): they are decoded
+against the schema of the version that answers, in bulk once their structure is known.
+The names callers rely on (services, outputs, headers) are the wire's (`contract.wire.names`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import Counter, Histogram
 
 from modelloop.contract.errors import InvalidInputError
 from modelloop.contract.registry import Role
@@ -30,23 +35,31 @@ from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as 
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelloop.contract.wire._generated.modelloop.admin.v1 import admin_pb2 as admin_pb
 from modelloop.contract.wire._generated.modelloop.admin.v1 import admin_pb2_grpc as admin_grpc
+from modelloop.contract.wire.admin import to_message
+from modelloop.contract.wire.codec import encode_raw, fill_contents, numpy_datatype
+from modelloop.contract.wire.names import (
+    ADMIN_SERVICE,
+    OIP_SERVICE,
+    OUTPUTS,
+    PREDICT_OUTPUT,
+    PROBA_OUTPUT,
+    REQUEST_ID_HEADER,
+    ROUTE_PARAMETER,
+)
 
-from .codec import decode_inputs, encode_raw, fill_contents, numpy_datatype
+from .codec import OipInputs
 from .core import InferenceCore, InferenceResult
 from .errors import NotReadyError, clip_names
-from .hosting import ModelHost, ModelStatus
-from .status import maps_errors, status_for
+from .hosting import ModelDescription, ModelHost
+from .status import code_for, maps_errors
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "modelloop"
-PREDICT_OUTPUT = "predict"
-PROBA_OUTPUT = "predict_proba"
-REQUEST_ID_HEADER = "x-request-id"
-OIP_SERVICE = "inference.GRPCInferenceService"
-ADMIN_SERVICE = "modelloop.admin.v1.ModelAdmin"
 #: methods reachable without the bearer token (Kubernetes' gRPC probe cannot send one)
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def _version() -> str:
@@ -69,72 +82,57 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._server_version = _version()
         # metric children by label values, looked up once (labels() costs a lock and a tuple per call);
         # bounded: model labels are hosted names or "unknown", versions only served ones
-        self._request_counters: dict[tuple[str, str, str], Any] = {}
-        self._latency_histograms: dict[str, Any] = {}
+        self._request_counters: dict[tuple[str, str, str], Counter] = {}
+        self._latency_histograms: dict[str, Histogram] = {}
 
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.server.serving)
 
     @maps_errors
-    async def ModelReady(self, request: Any, context: Any) -> Any:
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(
             ready=self.server.serving and self.host.ready(request.name, request.version)
         )
 
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
         extensions = ["model_admin"] if self.server.options.admin_token else []
         return pb.ServerMetadataResponse(
             name=SERVER_NAME, version=self._server_version, extensions=extensions
         )
 
     @maps_errors
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        slot = self.host.slot(request.name)
-        deployment, _, _ = self.host.route(request.name, request.version or slot.champion.version)
-        schema = deployment.model.schema
-        tm = pb.ModelMetadataResponse.TensorMetadata
-        outputs = [tm(name=PREDICT_OUTPUT, datatype=schema.prediction_datatype, shape=[-1])]
-        if schema.classes is not None:
-            outputs.append(tm(name=PROBA_OUTPUT, datatype="FP64", shape=[-1, len(schema.classes)]))
-        versions = [slot.champion.version] + ([slot.challenger.version] if slot.challenger else [])
-        return pb.ModelMetadataResponse(
-            name=request.name,
-            versions=versions,
-            platform=deployment.model.platform,
-            inputs=[tm(name=c.name, datatype=c.datatype, shape=[-1]) for c in schema.columns],
-            outputs=outputs,
-        )
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        return _metadata(self.host.describe(request.name, request.version))
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    @maps_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         started = time.perf_counter()
         model = request.model_name
         label = model if self.host.has(model) else "unknown"
-        version = request.model_version
-        code, message = grpc.StatusCode.OK, ""
+        version, code = request.model_version, grpc.StatusCode.OK
         try:
             if not self.server.serving:
                 raise NotReadyError("the scoring server is not ready")
             outputs = _requested_outputs(request)
             request_id = request.id or _metadata_value(context, REQUEST_ID_HEADER)
             result = await self.core.infer(
-                model, decode_inputs(request), version=version, request_id=request_id, started=started
+                model, OipInputs(request), version=version, request_id=request_id, started=started
             )
             version = result.version
             return _response(result, outputs, raw=len(request.raw_input_contents) > 0)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the caller went away
+        except (asyncio.CancelledError, Exception) as exc:
+            code = code_for(exc)  # the code `maps_errors` answers with (CANCELLED: the caller went away)
             raise
-        except Exception as exc:
-            code, message = status_for(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("ModelInfer failed for model %s", label, exc_info=True)
         finally:
             # counted before the caller can see the answer (a scrape right after a call includes it)
             self._count(label, version, code, started)
-        await context.abort(code, message)
 
     def _count(self, label: str, version: str, code: grpc.StatusCode, started: float) -> None:
         # a version label only for a version served here: callers' strings must not mint new series
@@ -151,18 +149,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         latency.observe(time.perf_counter() - started)
 
 
-def _metadata_value(context: Any, key: str) -> str:
+def _metadata(described: ModelDescription) -> pb.ModelMetadataResponse:
+    schema = described.model.schema
+    tm = pb.ModelMetadataResponse.TensorMetadata
+    outputs = [tm(name=PREDICT_OUTPUT, datatype=schema.prediction_datatype, shape=[-1])]
+    if schema.classes is not None:
+        outputs.append(tm(name=PROBA_OUTPUT, datatype="FP64", shape=[-1, len(schema.classes)]))
+    return pb.ModelMetadataResponse(
+        name=described.name,
+        versions=list(described.versions),
+        platform=described.model.platform,
+        inputs=[tm(name=c.name, datatype=c.datatype, shape=[-1]) for c in schema.columns],
+        outputs=outputs,
+    )
+
+
+def _metadata_value(context: Context, key: str) -> str:
     for k, v in context.invocation_metadata() or ():
         if k == key:
             return str(v)
     return ""
 
 
-def _requested_outputs(request: Any) -> list[str]:
+def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
     if not request.outputs:
         return [PREDICT_OUTPUT]
     names = [o.name for o in request.outputs]
-    unknown = [n for n in names if n not in (PREDICT_OUTPUT, PROBA_OUTPUT)]
+    unknown = [n for n in names if n not in OUTPUTS]
     if unknown:
         raise InvalidInputError(
             f"unknown output(s) {clip_names(unknown)}; outputs are {PREDICT_OUTPUT}, {PROBA_OUTPUT}"
@@ -170,11 +183,11 @@ def _requested_outputs(request: Any) -> list[str]:
     return names
 
 
-def _response(result: InferenceResult, outputs: Sequence[str], *, raw: bool) -> Any:
+def _response(result: InferenceResult, outputs: Sequence[str], *, raw: bool) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(
         model_name=result.model, model_version=result.version, id=result.request_id
     )
-    response.parameters["route"].string_param = str(result.route)
+    response.parameters[ROUTE_PARAMETER].string_param = str(result.route)
     for name in outputs:
         if name == PREDICT_OUTPUT:
             array = result.predictions
@@ -189,17 +202,6 @@ def _response(result: InferenceResult, outputs: Sequence[str], *, raw: bool) -> 
         else:
             fill_contents(tensor.contents, array, datatype)
     return response
-
-
-def _status_message(status: ModelStatus) -> Any:
-    return admin_pb.ModelStatus(
-        name=status.name,
-        champion_version=status.champion_version,
-        challenger_version=status.challenger_version or "",
-        mode=status.mode or "",
-        canary_share=status.canary_share,
-        ready=status.ready,
-    )
 
 
 def _role(value: str) -> Role:
@@ -217,7 +219,9 @@ class AdminServicer(admin_grpc.ModelAdminServicer):
         self.server = server
 
     @maps_errors
-    async def LoadModel(self, request: Any, context: Any) -> Any:
+    async def LoadModel(
+        self, request: admin_pb.LoadModelRequest, context: Context
+    ) -> admin_pb.LoadModelResponse:
         if not request.model or not request.version:
             raise InvalidInputError("LoadModel needs a model and a version")
         role = _role(request.role)
@@ -229,10 +233,12 @@ class AdminServicer(admin_grpc.ModelAdminServicer):
             canary_share=request.canary_share if request.mode == "canary" else None,
         )
         await self.server.mark(request.model, serving=True)
-        return admin_pb.LoadModelResponse(model=_status_message(status))
+        return admin_pb.LoadModelResponse(model=to_message(status))
 
     @maps_errors
-    async def UnloadModel(self, request: Any, context: Any) -> Any:
+    async def UnloadModel(
+        self, request: admin_pb.UnloadModelRequest, context: Context
+    ) -> admin_pb.UnloadModelResponse:
         role = _role(request.role)
         await self.host.unload(request.model, role=role)
         if role == Role.CHAMPION:
@@ -240,8 +246,10 @@ class AdminServicer(admin_grpc.ModelAdminServicer):
         return admin_pb.UnloadModelResponse()
 
     @maps_errors
-    async def ListModels(self, request: Any, context: Any) -> Any:
-        return admin_pb.ListModelsResponse(models=[_status_message(s) for s in self.host.list()])
+    async def ListModels(
+        self, request: admin_pb.ListModelsRequest, context: Context
+    ) -> admin_pb.ListModelsResponse:
+        return admin_pb.ListModelsResponse(models=[to_message(s) for s in self.host.list()])
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -305,6 +313,10 @@ class ScoringServer:
         self.options = options
         self.serving = False
         self.health = health.aio.HealthServicer()
+        # what health was told, by service (grpc's servicer has no public reader; it starts with "" SERVING
+        # and ignores every `set` after `enter_graceful_shutdown`)
+        self._health: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._health_final = False
         self.port = 0
         guarded = options.token or options.admin_token
         interceptors = [BearerTokenInterceptor(options.token, options.admin_token)] if guarded else []
@@ -333,7 +345,7 @@ class ScoringServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and start; health says NOT_SERVING until `set_serving()`. Returns the bound port."""
         for service in ("", OIP_SERVICE):
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self._set_health(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{host}:{port}"
         tls = self.options.tls
         if tls is None:
@@ -352,38 +364,38 @@ class ScoringServer:
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        await self.health.set(model, status)
+        await self._set_health(model, status)
 
     async def set_serving(self) -> None:
         """Every hosted model is loaded and warm: health SERVING for the server and each model."""
         for name in self.core.host.names():
             await self.mark(name, serving=True)
         for service in ("", OIP_SERVICE):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self._set_health(service, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within `grace` seconds."""
         self.serving = False
         await self.health.enter_graceful_shutdown()
+        self._health_final = True
+        self._health = dict.fromkeys(self._health, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
 
+    async def _set_health(self, service: str, status: int) -> None:
+        await self.health.set(service, status)
+        if not self._health_final:
+            self._health[service] = status
+
     def health_status(self) -> dict[str, str]:
-        return {
-            k: health_pb2.HealthCheckResponse.ServingStatus.Name(v)
-            for k, v in self.health._server_status.items()
-        }
+        """What the health service answers, by service name ("" is the whole server): SERVING, NOT_SERVING."""
+        return {k: health_pb2.HealthCheckResponse.ServingStatus.Name(v) for k, v in self._health.items()}
 
 
 __all__ = [
-    "ADMIN_SERVICE",
-    "OIP_SERVICE",
-    "PREDICT_OUTPUT",
-    "PROBA_OUTPUT",
-    "REQUEST_ID_HEADER",
     "AdminServicer",
     "BearerTokenInterceptor",
     "InferenceServicer",

@@ -1,10 +1,12 @@
 """The hosted models: per model name a champion version, optionally a challenger (shadow or canary), each
 with its own batcher. Hot swap and routing live here.
 
-Called by `serving.core` (`route`) for every request, and by the admin servicer and `serving.app` (`load`,
-`unload`). A load runs in a worker thread (download, build, warm up) while the old version keeps serving;
-then the slot switches atomically (a plain attribute swap on the event loop, between two requests) and the
-old version's batcher drains its queued requests before it is released. No request is dropped or fails.
+Called by `serving.core` (`route`) for every request, by the gRPC adapter (`ready`, `describe`, `list`) and
+by the admin servicer and `serving.app` (`load`, `unload`); what it reports of a model is the wire's
+`ModelStatus` (`contract.wire.admin`). A load runs in a worker thread (download, build, warm up) while the
+old version keeps serving; then the slot switches atomically (a plain attribute swap on the event loop,
+between two requests) and the old version's batcher drains its queued requests before it is released. No
+request is dropped or fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Literal
 
 from modelloop.contract.errors import ConfigError, NotFoundError
 from modelloop.contract.registry import Role, Route
+from modelloop.contract.wire.admin import ModelStatus
 
 from .batcher import AfterBatch, Batcher
 from .errors import NotReadyError, clip
@@ -52,15 +55,13 @@ class ModelSlot:
 
 
 @dataclass(frozen=True)
-class ModelStatus:
-    """What `list_models` reports about a hosted model."""
+class ModelDescription:
+    """What a metadata call tells about a hosted model: the versions it serves (champion first) and the loaded
+    version asked for (the champion when none was named)."""
 
     name: str
-    champion_version: str
-    challenger_version: str | None
-    mode: str | None
-    canary_share: float
-    ready: bool
+    versions: tuple[str, ...]
+    model: LoadedModel
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,13 @@ class ModelHost:
             canary_share=s.canary_share if s.challenger else 0.0,
             ready=True,
         )
+
+    def describe(self, name: str, version: str = "") -> ModelDescription:
+        """The served versions of `name` and the loaded `version` (NotFoundError for one not served here)."""
+        slot = self.slot(name)
+        deployment, _, _ = self.route(name, version or slot.champion.version)
+        challenger = (slot.challenger.version,) if slot.challenger else ()
+        return ModelDescription(name, (slot.champion.version, *challenger), deployment.model)
 
     def list(self) -> list[ModelStatus]:
         return [self.status(n) for n in self.names()]
@@ -242,4 +250,13 @@ def ensure_serving(host: ModelHost, name: str) -> None:
         raise NotReadyError(f"model {clip(name)} is not ready")
 
 
-__all__ = ["MODES", "BatchingConfig", "Deployment", "ModelHost", "ModelSlot", "ModelStatus", "ensure_serving"]
+__all__ = [
+    "MODES",
+    "BatchingConfig",
+    "Deployment",
+    "ModelDescription",
+    "ModelHost",
+    "ModelSlot",
+    "ModelStatus",
+    "ensure_serving",
+]

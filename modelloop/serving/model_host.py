@@ -1,10 +1,12 @@
-"""Loading a registered model version from MLflow and predicting on validated rows.
+"""Loading a registered model version from the registry and predicting on validated rows.
 
-Called by `serving.hosting` (startup and hot swap) in a worker thread, never on the event loop. Models come
-from the registry through the tracking server (`models:/NAME/VERSION`; with `--serve-artifacts` the server
-proxies the artifacts, so no object-store credentials are needed). The scikit-learn flavor is preferred (one
-`predict_proba` call gives both the prediction and the class probabilities); any other model goes through
-`mlflow.pyfunc`. A version is warmed up with one prediction before it is declared loaded.
+Called by `serving.hosting` (startup and hot swap) in a worker thread, never on the event loop. Versions are
+resolved through the registry port (`ModelRegistry.resolve`, `model_exists`) and loaded through the MLflow
+adapter (`MlflowModelRegistry.load_model`: with `--serve-artifacts` the server proxies the artifacts, so no
+object-store credentials are needed); serving imports no MLflow and sets no process-wide MLflow state. The
+scikit-learn flavor is preferred (one `predict_proba` call gives both the prediction and the class
+probabilities); any other model goes through MLflow's generic pyfunc flavour. A version is warmed up with one
+prediction before it is declared loaded.
 
 Messages name what is missing (the model, its alias, its version) or that the registry is unreachable,
 never more than a clipped caller string. How long an unreachable MLflow takes to fail is bounded by the
@@ -16,15 +18,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from modelloop.contract.errors import ConfigError, ModelloopError, NotFoundError, UnavailableError
-from modelloop.contract.registry import ALIAS_FOR_ROLE, REFERENCE_PROFILE_PATH, STAGE_FOR_ROLE, Role
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+from modelloop.contract.errors import ModelloopError, NotFoundError
+from modelloop.contract.model_registry import ModelRegistry
+from modelloop.contract.profile import OTHER_CATEGORY, CategoricalProfile
 
 from .errors import ModelLoadError, NotReadyError, clip
 from .fast_input import fitted_order, matrix_feeder
@@ -105,124 +108,45 @@ def _pyfunc_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], P
     return predict
 
 
-def public_uri(uri: str) -> str:
-    """`uri` fit for a message or a log line: without the user and password it may carry."""
-    from urllib.parse import urlsplit, urlunsplit
+def resolve_version(registry: ModelRegistry, name: str, ref: str) -> str:
+    """A version number from `VERSION` or an alias (`production`, `challenger`, or any other; the role
+    aliases fall back to their deprecated stage).
 
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def resolve_version(client: Any, name: str, ref: str, *, where: str = "MLflow") -> str:
-    """A version number from `VERSION` or an alias (`production`, `challenger`, or any other).
-
-    Raises NotFoundError naming what is missing (the model, or its alias) and UnavailableError when `where`
-    (the registry, e.g. "MLflow at http://...") cannot be reached."""
+    Raises NotFoundError naming what is missing (the model, or its alias) and UnavailableError when the
+    registry cannot be reached."""
     if ref.isdigit():
         return ref
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, ref).version)
-    except MlflowException as exc:
-        _raise_unless_missing(exc, where, f"resolving {clip(name)}@{clip(ref)}")
-    # older registries: the deprecated stage of the same role
-    roles = {alias: role for role, alias in ALIAS_FOR_ROLE.items()}
-    role = roles.get(ref)
-    if role is not None:
-        try:
-            with warnings.catch_warnings():  # stages are deprecated; honouring them is the point here
-                warnings.simplefilter("ignore", FutureWarning)
-                latest = client.get_latest_versions(name, stages=[STAGE_FOR_ROLE[Role(role)]])
-        except MlflowException as exc:
-            _raise_unless_missing(exc, where, f"resolving {clip(name)}@{clip(ref)}")
-            latest = []
-        if latest:
-            return str(latest[0].version)
-    _require_model(client, name, where)
+    version = registry.resolve(name, ref)
+    if version is not None:
+        return version
+    if not registry.model_exists(name):
+        raise NotFoundError(f"model {clip(name)} is not registered in {registry.where}")
     raise NotFoundError(f"model {clip(name)} has no version with alias {clip(ref)}")
-
-
-def _require_model(client: Any, name: str, where: str) -> None:
-    """NotFoundError when no model `name` is registered (a clearer message than "no such version")."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        _raise_unless_missing(exc, where, f"looking up model {clip(name)}")
-        raise NotFoundError(f"model {clip(name)} is not registered in {where}") from None
-
-
-def _raise_unless_missing(exc: Exception, where: str, doing: str) -> None:
-    """Return when MLflow said "not found" (the caller decides what is missing); raise otherwise."""
-    code = str(getattr(exc, "error_code", ""))
-    if code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-        return
-    raise UnavailableError(f"{where} unreachable while {doing} ({code or type(exc).__name__})") from None
-
-
-def _client(tracking_uri: str) -> Any:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    except MlflowException:
-        raise ConfigError(
-            f"tracking URI {clip(public_uri(tracking_uri), 120)} is not one MLflow supports"
-        ) from None
 
 
 def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_000) -> LoadedModel:
     """Load `name` at `ref` (version or alias) from the registry, build its schema, warm it up."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = _client(tracking_uri)
-    where = f"MLflow at {public_uri(tracking_uri)}"
-    version = resolve_version(client, name, ref, where=where)
+    registry = MlflowModelRegistry(tracking_uri)
+    version = resolve_version(registry, name, ref)
+    info = registry.version(name, version)  # NotFoundError naming the model or the version
+    artifact = registry.load_model(name, version)
+    categories = _categories(registry, name, version) if info.run_id else {}
     try:
-        mv = client.get_model_version(name, version)
-    except MlflowException as exc:
-        _raise_unless_missing(exc, where, f"reading {clip(name)}/{clip(version)}")
-        _require_model(client, name, where)
-        raise NotFoundError(f"model {clip(name)} has no version {clip(version)}") from None
-    uri = f"models:/{name}/{version}"
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        info = mlflow.models.get_model_info(uri)
-        categories = _categories(mv.run_id) if mv.run_id else {}
-        if "sklearn" in info.flavors:
-            model = mlflow.sklearn.load_model(uri)
-            classes = getattr(model, "classes_", None)
+        if artifact.flavour == "sklearn":
+            classes = getattr(artifact.model, "classes_", None)
             schema = ModelSchema.from_signature(
-                info.signature, classes=None if classes is None else list(classes), categories=categories,
+                artifact.signature, classes=None if classes is None else list(classes), categories=categories,
                 max_rows=max_rows,
             )  # fmt: skip
-            loaded = LoadedModel(
-                name,
-                version,
-                schema,
-                "sklearn",
-                sklearn_predictor(model, schema, label=f"model {name}/{version}"),
-            )
+            predict = sklearn_predictor(artifact.model, schema, label=f"model {name}/{version}")
+            loaded = LoadedModel(name, version, schema, "sklearn", predict)
         else:
-            model = mlflow.pyfunc.load_model(uri)
-            schema = ModelSchema.from_signature(info.signature, categories=categories, max_rows=max_rows)
-            loaded = LoadedModel(name, version, schema, "mlflow_pyfunc", _pyfunc_predictor(model, schema))
+            schema = ModelSchema.from_signature(artifact.signature, categories=categories, max_rows=max_rows)
+            loaded = LoadedModel(
+                name, version, schema, "mlflow_pyfunc", _pyfunc_predictor(artifact.model, schema)
+            )
     except ModelloopError:
         raise
-    except MlflowException as exc:
-        _raise_unless_missing(exc, where, f"loading {clip(name)}/{clip(version)}")
-        log.warning("model %s/%s cannot be loaded", name, version, exc_info=True)
-        raise ModelLoadError(
-            f"model {clip(name)} version {clip(version)} cannot be loaded ({type(exc).__name__})"
-        ) from None
     except Exception as exc:
         log.warning("model %s/%s cannot be loaded", name, version, exc_info=True)
         raise ModelLoadError(
@@ -286,22 +210,19 @@ class DetachedLoader:
                 done.set()
 
 
-def _categories(run_id: str) -> dict[str, frozenset[str]]:
-    """Known categories per string column from the run's reference profile, where the profile lists them
+def _categories(registry: ModelRegistry, name: str, version: str) -> dict[str, frozenset[str]]:
+    """Known categories per string column from the version's reference profile, where the profile lists them
     all (a profile that pooled rare categories cannot tell unseen from rare: that column is not checked)."""
-    import mlflow
-
-    from modelloop.contract.profile import OTHER_CATEGORY, CategoricalProfile, ReferenceProfile
-
     try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{REFERENCE_PROFILE_PATH}")
-        profile = ReferenceProfile.model_validate_json(text)
-    except Exception:
-        log.info("run %s has no readable reference profile; unseen categories are not checked", run_id)
+        profile = registry.reference_profile(name, version)
+    except ModelloopError:
+        log.info(
+            "model %s/%s has no readable reference profile; unseen categories are not checked", name, version
+        )
         return {}
     return {
-        name: frozenset(p.frequencies)
-        for name, p in profile.features.items()
+        column: frozenset(p.frequencies)
+        for column, p in profile.features.items()
         if isinstance(p, CategoricalProfile) and OTHER_CATEGORY not in p.frequencies
     }
 
@@ -336,7 +257,6 @@ __all__ = [
     "LoadedModel",
     "Prediction",
     "load_model",
-    "public_uri",
     "resolve_version",
     "sklearn_predictor",
     "warm_up",

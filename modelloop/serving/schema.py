@@ -1,19 +1,25 @@
 """What a hosted model takes and gives, derived from its MLflow signature, and the validation of inputs.
 
 Called by `serving.model_host` when a version loads (`ModelSchema.from_signature`) and by `serving.core` for
-every request (`ModelSchema.validate`). Inputs arrive as transport-neutral `InputTensor`s (decoded by
-`serving.codec`): one 1-D tensor per signature column, named after it, or one 2-D tensor for a model whose
-columns are all numeric. `validate` returns `Features`, the form a batch is predicted on. Every error
-names the column (cut by `modelloop.serving.errors.clip`) and the problem and never echoes a value.
+every request, through the transport's `RequestInputs` (`serving.codec` for the Open Inference Protocol):
+one 1-D tensor per signature column, named after it, or one 2-D tensor for a model whose columns are all
+numeric. The result is `Features`, the form a batch is predicted on.
+
+Two ways there, with the same result. `ModelSchema.validate` checks transport-neutral `InputTensor`s one by
+one and builds every error message. `ColumnLayout` is the fast path: precomputed once per loaded version and
+request structure (which tensor carries which column, of which type, how many rows) by the transport's
+decoder, it assembles columns decoded in bulk with no per-column work but for string columns; whenever it
+finds something to object to it gives up and the decoder takes `validate`, so errors are its alone. Every
+error names the column (cut by `modelloop.serving.errors.clip`) and the problem and never echoes a value.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -66,13 +72,14 @@ class Column:
 
 @dataclass
 class Features:
-    """Validated rows: a float64 matrix (all-float models, the fast path) or one array per column."""
+    """Validated rows: a float64 matrix (all-float models, the fast path) or one array per column (a dict, or
+    the bulk decoder's `ColumnBlocks`)."""
 
     n_rows: int
     matrix: np.ndarray[Any, Any] | None = None
-    columns: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    columns: Mapping[str, np.ndarray[Any, Any]] = field(default_factory=dict)
 
-    def as_columns(self, names: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+    def as_columns(self, names: Sequence[str]) -> Mapping[str, np.ndarray[Any, Any]]:
         if self.matrix is not None:
             return {name: self.matrix[:, i] for i, name in enumerate(names)}
         return self.columns
@@ -84,8 +91,53 @@ class Features:
         n = sum(p.n_rows for p in parts)
         if parts[0].matrix is not None:
             return Features(n, matrix=np.concatenate([p.matrix for p in parts if p.matrix is not None]))
+        joined = ColumnBlocks.join([p.columns for p in parts])
+        if joined is not None:
+            return Features(n, columns=joined)
         names = parts[0].columns.keys()
         return Features(n, columns={k: np.concatenate([p.columns[k] for p in parts]) for k in names})
+
+
+class ColumnBlocks(Mapping[str, np.ndarray[Any, Any]]):
+    """Columns as the bulk decoder leaves them (`ColumnLayout.assemble`): numeric columns as the rows of one
+    2-D block per datatype, string columns on their own. A column's array (a view) is made when it is read, by
+    the predict function once per batch rather than for every request; `Features.concat` joins blocks."""
+
+    __slots__ = ("blocks", "layout", "strings")
+
+    def __init__(
+        self,
+        layout: ColumnLayout,
+        blocks: Sequence[np.ndarray[Any, Any]],
+        strings: Sequence[np.ndarray[Any, Any]],
+    ) -> None:
+        self.layout = layout
+        self.blocks = blocks
+        self.strings = strings
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        block, row = self.layout.place[name]
+        return self.blocks[block][row] if block >= 0 else self.strings[row]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layout.schema.names)
+
+    def __len__(self) -> int:
+        return len(self.layout.schema.columns)
+
+    @staticmethod
+    def join(parts: Sequence[Mapping[str, np.ndarray[Any, Any]]]) -> ColumnBlocks | None:
+        """The rows of `parts` one after another, when all are blocks placed alike; else None."""
+        first = parts[0]
+        if not isinstance(first, ColumnBlocks):
+            return None
+        form = first.layout.form
+        alike = [p for p in parts if isinstance(p, ColumnBlocks) and p.layout.form == form]
+        if len(alike) != len(parts):
+            return None
+        blocks = [np.concatenate(arrays, axis=1) for arrays in zip(*(p.blocks for p in alike), strict=True)]
+        strings = [np.concatenate(arrays) for arrays in zip(*(p.strings for p in alike), strict=True)]
+        return ColumnBlocks(first.layout, blocks, strings)
 
 
 @dataclass(frozen=True)
@@ -98,11 +150,18 @@ class ModelSchema:
     #: known categories of string columns (from the reference profile), for the unseen-category check
     categories: Mapping[str, frozenset[str]] = field(default_factory=dict)
     max_rows: int = 100_000
+    #: per-version memo of the transports' request decoders (`serving.codec` keeps its plans here, bounded)
+    decoders: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def names(self) -> list[str]:
         """Column names in signature order (computed once: read on every request; do not mutate)."""
         return [c.name for c in self.columns]
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Column name -> its position in the signature (computed once; do not mutate)."""
+        return {c.name: i for i, c in enumerate(self.columns)}
 
     @cached_property
     def all_float(self) -> bool:
@@ -276,6 +335,101 @@ class ModelSchema:
         return data
 
 
+class ColumnLayout:
+    """Where a model's columns are in the requests of one structure: the fast path (see the module docstring).
+
+    The structure: every signature column sent once, each as the datatype the schema gives it, `n_rows` rows.
+    A transport's decoder builds one per loaded version and structure, once `validate` accepted a request of
+    it, and hands `assemble` each request's columns decoded in bulk: `blocks`, one 2-D array per group of
+    numeric columns (a row per column: signature positions `block_columns`), and `strings`, the elements of
+    the string columns as bytes (signature positions `string_columns`)."""
+
+    def __init__(
+        self,
+        schema: ModelSchema,
+        n_rows: int,
+        block_columns: Sequence[Sequence[int]],
+        string_columns: Sequence[int] = (),
+    ) -> None:
+        self.schema = schema
+        self.n_rows = n_rows
+        self.block_columns = tuple(tuple(b) for b in block_columns)
+        self.string_columns = tuple(schema.columns[i] for i in string_columns)
+        self._indices = [np.asarray(b, dtype=np.intp) for b in self.block_columns]
+        # blocks holding a required float column: a NaN there sends the request to `validate`
+        self._nan_checked = [
+            i
+            for i, b in enumerate(self.block_columns)
+            if any(schema.columns[c].kind == "float" and schema.columns[c].required for c in b)
+        ]
+        order = [c for b in self.block_columns for c in b] + list(string_columns)
+        if sorted(order) != list(range(len(schema.columns))):
+            raise ValueError("a layout places every column of the schema exactly once")
+        self._whole = len(self.block_columns) == 1 and order == sorted(order)
+        #: column name -> (block, row in it), or (-1, position among the string columns)
+        self.place = {
+            schema.columns[c].name: (b, r)
+            for b, cols in enumerate(self.block_columns)
+            for r, c in enumerate(cols)
+        }
+        self.place.update({col.name: (-1, r) for r, col in enumerate(self.string_columns)})
+        #: layouts of one form place every column alike (the request's own order does not matter)
+        self.form = (self.block_columns, tuple(col.name for col in self.string_columns))
+
+    def assemble(
+        self,
+        blocks: Sequence[np.ndarray[Any, Any]],
+        strings: Sequence[np.ndarray[Any, Any]] = (),
+        *,
+        reject_unseen: bool = True,
+    ) -> Features | None:
+        """The rows to predict on, or None when `validate` must look (NaN in a required float column); raises
+        InvalidInputError for a string column `validate` would refuse."""
+        for i in self._nan_checked:
+            if math.isnan(np.vdot(blocks[i], blocks[i])):  # a sum of squares is NaN only for a NaN in it
+                return None
+        n, schema = self.n_rows, self.schema
+        if schema.all_float:
+            if self._whole:
+                return Features(n, matrix=np.ascontiguousarray(blocks[0].T, dtype=np.float64))
+            matrix = np.empty((n, len(schema.columns)))
+            for block, index in zip(blocks, self._indices, strict=True):  # one pass per datatype
+                matrix[:, index] = block.T
+            return Features(n, matrix=matrix)
+        decoded = [  # string columns only
+            schema._column(col, InputTensor(col.name, "BYTES", (n,), data), reject_unseen=reject_unseen)
+            for col, data in zip(self.string_columns, strings, strict=True)
+        ]
+        return Features(n, columns=ColumnBlocks(self, blocks, decoded))
+
+
+class RequestInputs(Protocol):
+    """A request's inputs as a transport received them, turned into rows against the schema of the version
+    that answers (known only after routing): `serving.codec.OipInputs`, or `TensorInputs`."""
+
+    def features(self, schema: ModelSchema, *, reject_unseen: bool) -> Features:
+        """The rows to predict on; InvalidInputError (naming the column) for inputs the schema refuses."""
+        ...
+
+    def check(self) -> None:
+        """Raise InvalidInputError for inputs malformed whatever the model (reported before routing
+        errors)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TensorInputs:
+    """Inputs already decoded into `InputTensor`s (tests, and transports without a fast path)."""
+
+    tensors: Sequence[InputTensor]
+
+    def features(self, schema: ModelSchema, *, reject_unseen: bool) -> Features:
+        return schema.validate(self.tensors, reject_unseen=reject_unseen)
+
+    def check(self) -> None:
+        return None
+
+
 def _decode_strings(name: str, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     out = np.empty(len(data), dtype=object)
     try:
@@ -310,4 +464,13 @@ def _output_datatype(spec: Any) -> str:
     return _MLFLOW_TYPES.get(name, ("float", "FP64", "float64"))[1]
 
 
-__all__ = ["ACCEPTED", "Column", "Features", "InputTensor", "ModelSchema"]
+__all__ = [
+    "ACCEPTED",
+    "Column",
+    "ColumnLayout",
+    "Features",
+    "InputTensor",
+    "ModelSchema",
+    "RequestInputs",
+    "TensorInputs",
+]

@@ -1,22 +1,22 @@
-"""The one place where modelloop's errors become gRPC status codes (server side) and back (client side).
+"""The server's side of the error <-> status-code table: modelloop's errors become gRPC status codes here.
 
-    OversizedInputError          RESOURCE_EXHAUSTED
+    OversizedInputError           RESOURCE_EXHAUSTED
     InvalidInputError/ConfigError INVALID_ARGUMENT
-    NotFoundError                NOT_FOUND
-    UnavailableError             UNAVAILABLE
-    ModelLoadError               FAILED_PRECONDITION
-    anything else                INTERNAL with a generic message; the details go to the server log
+    NotFoundError                 NOT_FOUND
+    UnavailableError              UNAVAILABLE
+    ModelLoadError                FAILED_PRECONDITION
+    anything else                 INTERNAL with a generic message; the details go to the server log
 
-Messages of modelloop errors are written for people and never hold request data, so they are passed on;
-caller strings in them are cut by `serving.errors.clip`, and the whole message by `bounded_details` to
-`MAX_DETAILS_BYTES` (UTF-8): gRPC sends it percent-encoded in the `grpc-message` header, and a header over
-the peer's metadata limit (8 KiB soft) would turn the real code into RESOURCE_EXHAUSTED.
-Client side, the codes map back (`error_for`); grpc's own RESOURCE_EXHAUSTED for the concurrency limit is
-overload, so it becomes UnavailableError (retry), not OversizedInputError.
+The whole table, both directions, is drawn in `modelloop.contract.wire.status`, which also holds the way back
+(`error_for`, used by the client) and the bound on a message both sides apply (`bounded_details`). Messages of
+modelloop errors are written for people and never hold request data, so they are passed on; caller strings in
+them are cut by `contract.errors.clip`, the whole message by `bounded_details`. Every servicer method goes
+through `maps_errors`; `ModelInfer` counts each call by the code it ends with (`code_for`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,12 +27,15 @@ import grpc
 from modelloop.contract.errors import (
     ConfigError,
     InvalidInputError,
+    ModelLoadError,
     ModelloopError,
     NotFoundError,
     UnavailableError,
+    clip,
 )
+from modelloop.contract.wire.status import bounded_details
 
-from .errors import CLIP_MARK, ModelLoadError, OversizedInputError
+from .errors import OversizedInputError
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +48,7 @@ _TO_CODE: tuple[tuple[type[ModelloopError], grpc.StatusCode], ...] = (
     (ModelLoadError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
-_FROM_CODE: dict[grpc.StatusCode, type[ModelloopError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidInputError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: OversizedInputError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-    grpc.StatusCode.CANCELLED: UnavailableError,
-    grpc.StatusCode.FAILED_PRECONDITION: ModelLoadError,
-    grpc.StatusCode.UNAUTHENTICATED: ConfigError,
-    grpc.StatusCode.PERMISSION_DENIED: ConfigError,
-}
-
-#: the details grpc core gives when a server's `maximum_concurrent_rpcs` is reached
-_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded"
-
 INTERNAL_MESSAGE = "internal error while handling the request; the details are in the server log"
-
-#: most UTF-8 bytes of a status message; percent-encoded (at most 3 bytes each) it stays far below the
-#: 8 KiB soft limit gRPC puts on a response's metadata
-MAX_DETAILS_BYTES = 1024
-
-
-def bounded_details(message: str, limit: int = MAX_DETAILS_BYTES) -> str:
-    """`message` cut to at most `limit` UTF-8 bytes (on a character boundary, ending with `CLIP_MARK`)."""
-    encoded = message.encode("utf-8", "replace")
-    if len(encoded) <= limit:
-        return message
-    keep = limit - len(CLIP_MARK.encode())
-    return encoded[:keep].decode("utf-8", "ignore") + CLIP_MARK
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -85,23 +59,19 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
-def error_for(code: grpc.StatusCode, details: str | None) -> ModelloopError:
-    """The modelloop error a client raises for a failed call (the details bounded like the server's)."""
-    cls = _FROM_CODE.get(code, ModelloopError)
-    message = bounded_details(details or code.name)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _CONCURRENCY_LIMIT in message:
-        # grpc's own answer when `max_concurrent_rpcs` calls are in flight: overload, worth a retry
-        return UnavailableError(f"the scoring server is at its concurrency limit; retry later ({message})")
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        message = f"not authenticated by the scoring server: {message}"
-    return cls(message)
+def code_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code a call ending in `exc` answers with (CANCELLED: the caller went away)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return status_for(exc)[0]
 
 
 M = TypeVar("M", bound=Callable[..., Awaitable[Any]])
 
 
 def maps_errors(method: M) -> M:
-    """Decorate an async servicer method: errors abort the call with the mapped status."""
+    """Decorate an async servicer method: errors abort the call with the mapped status; an INTERNAL one is
+    logged with the model the request names (cut by `clip`)."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -112,17 +82,18 @@ def maps_errors(method: M) -> M:
         except Exception as exc:
             code, message = status_for(exc)
             if code == grpc.StatusCode.INTERNAL:
-                log.error("%s failed", method.__name__, exc_info=True)
+                log.error("%s failed for model %s", method.__name__, _model_of(request), exc_info=True)
             await context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = [
-    "INTERNAL_MESSAGE",
-    "MAX_DETAILS_BYTES",
-    "bounded_details",
-    "error_for",
-    "maps_errors",
-    "status_for",
-]
+def _model_of(request: Any) -> str:
+    for field in ("model_name", "name", "model"):  # OIP inference, OIP model calls, admin calls
+        value = getattr(request, field, None)
+        if isinstance(value, str) and value:
+            return clip(value)
+    return "-"
+
+
+__all__ = ["INTERNAL_MESSAGE", "code_for", "maps_errors", "status_for"]

@@ -1,14 +1,12 @@
 """The promotion gate: is the new model better than the baseline, and not worse than production, on the same
 test set?
 
-Called by `training.run` before the new version is registered, so the verdict is written with the version
-in one
-step. The production version is the one holding the `production` alias (or, in an older registry, the newest
-version in the deprecated `Production` stage); it is loaded from the registry and scored on this training's
-test
-rows. A production model that cannot score them (other columns, a broken artifact) fails the gate with that
-reason:
-a person decides then.
+Called by `training.run` before the new version is registered, so the verdict is written with the version in
+one step. The production version is the one holding the `production` alias (or, in an older registry, the
+newest version in the deprecated `Production` stage), resolved through the registry port; it is loaded through
+the MLflow adapter (scikit-learn flavour only) and scored on this training's test rows. A production model
+that cannot score them (other columns, a broken artifact) fails the gate with that reason: a person decides
+then. A registry that cannot be reached is an error (UnavailableError), never "no production version".
 """
 
 from __future__ import annotations
@@ -18,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from modelloop.contract.errors import InvalidInputError
-from modelloop.contract.registry import PRODUCTION_ALIAS, STAGE_FOR_ROLE, Role
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+from modelloop.contract.errors import InvalidInputError, ModelLoadError
+from modelloop.contract.registry import Role
 from modelloop.training.config import PromotionConfig
 from modelloop.training.metrics import Direction, Task, better, evaluate
 
@@ -47,35 +44,20 @@ class GateResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def production_version(client: MlflowClient, name: str) -> str | None:
-    """The version holding the production alias, or the newest in the deprecated Production stage."""
-    try:
-        return str(client.get_model_version_by_alias(name, PRODUCTION_ALIAS).version)
-    except MlflowException as exc:
-        if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-            raise
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
-    staged = [int(v.version) for v in versions if v.current_stage == STAGE_FOR_ROLE[Role.CHAMPION]]
-    return str(max(staged)) if staged else None
-
-
 def score_production(
-    client: MlflowClient, name: str, x: pd.DataFrame, y: pd.Series, *, task: Task, metric: str
+    registry: MlflowModelRegistry, name: str, x: pd.DataFrame, y: pd.Series, *, task: Task, metric: str
 ) -> Production | None:
-    """Load the production version and score it on (x, y)."""
-    version = production_version(client, name)
+    """Load the production version and score it on (x, y); None when no version holds production.
+
+    UnavailableError / RegistryRefusedError when the registry cannot answer (the gate cannot decide)."""
+    version = registry.resolve_role(name, Role.CHAMPION)
     if version is None:
         return None
-    import mlflow.sklearn
-
     try:
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-    except Exception as exc:  # any loading failure (missing artifact, other flavor, untrusted type)
-        log.warning("production version %s of %s cannot be loaded: %s", version, name, type(exc).__name__)
-        return Production(version, None, f"cannot be loaded ({type(exc).__name__})")
+        model = registry.load_model(name, version, sklearn_only=True).model
+    except ModelLoadError as exc:  # a missing artifact, another flavour, an untrusted type
+        log.warning("production version %s of %s cannot be loaded: %s", version, name, exc.cause)
+        return Production(version, None, f"cannot be loaded ({exc.cause or type(exc).__name__})")
     try:
         return Production(version, evaluate(model, x, y, task, required=metric))
     except (ValueError, KeyError, InvalidInputError) as exc:
@@ -125,4 +107,4 @@ def decide(
     return GateResult(passed=passed, reasons=reasons, margin=margin, production=production)
 
 
-__all__ = ["GateResult", "Production", "decide", "production_version", "score_production"]
+__all__ = ["GateResult", "Production", "decide", "score_production"]

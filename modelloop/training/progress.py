@@ -1,15 +1,16 @@
-"""Progress while tuning (trial n of N, best so far) and the summary table at the end, on stderr.
+"""Progress while tuning (trial n of N, best so far) and the summary table at the end.
 
-`TuningProgress` is an Optuna callback the training run adds when `progress=True`; `summary_table` formats the
-outcome of a training for people (the CLI prints the machine-readable result on stdout separately).
+`TrainingProgress` is what a training tells whoever watches it; the training run calls it and prints nothing
+itself. `StreamProgress` writes it to a stream the caller chooses (`modelloop train` passes stderr);
+`TuningProgress` is the Optuna callback behind its trial lines; `summary_table` formats the outcome of a
+training for people (the CLI prints the machine-readable result on stdout separately).
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import optuna
 
@@ -17,10 +18,10 @@ import optuna
 class TuningProgress:
     """Prints one line per finished trial: its number of N, its score or state, and the best so far."""
 
-    def __init__(self, *, metric: str, total: int | None, stream: TextIO | None = None) -> None:
+    def __init__(self, *, metric: str, total: int | None, stream: TextIO) -> None:
         self._metric = metric
         self._total = total
-        self._stream = stream or sys.stderr
+        self._stream = stream
         self._lock = threading.Lock()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -36,6 +37,37 @@ class TuningProgress:
             best_text = "best=-"
         with self._lock:
             print(f"trial {trial.number + 1}{of}  {outcome:<22} {best_text}", file=self._stream, flush=True)
+
+
+class TrainingProgress(Protocol):
+    """What a training reports while it runs. Trial calls may come from several threads at once."""
+
+    def tuning_started(self, *, metric: str, total: int | None) -> None:
+        """Tuning begins: `total` trials at most (None: until a time budget runs out)."""
+
+    def trial_finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """One trial finished (complete, pruned or failed)."""
+
+    def finished(self, summary: str) -> None:
+        """The training registered its version; `summary` is the table of its outcome (`summary_table`)."""
+
+
+class StreamProgress:
+    """`TrainingProgress` as lines on a text stream: one per trial, then the summary table."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._trials: TuningProgress | None = None
+
+    def tuning_started(self, *, metric: str, total: int | None) -> None:
+        self._trials = TuningProgress(metric=metric, total=total, stream=self._stream)
+
+    def trial_finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self._trials is not None:
+            self._trials(study, trial)
+
+    def finished(self, summary: str) -> None:
+        print(summary, file=self._stream, flush=True)
 
 
 def _fmt(value: float | None) -> str:
@@ -89,4 +121,4 @@ def summary_table(
     return "\n".join(lines)
 
 
-__all__ = ["TuningProgress", "summary_table"]
+__all__ = ["StreamProgress", "TrainingProgress", "TuningProgress", "summary_table"]

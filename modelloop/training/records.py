@@ -1,13 +1,12 @@
 """What a training leaves in MLflow's tracking store: the parent run and everything on it.
 
 Called by `training.run`. `connect` checks the tracking server answers; `parent_run` finds or creates the
-parent
-run (one per training; workers sharing a study nest their trials under the same one, found through the study);
-`log_start` records the params, tags and resolved config when the run is created; `log_outcome` records,
-inside
-the active parent run, the best params, the model's and the baseline's test metrics side by side, the dataset
-lineage, the plots, the model (skops, reviewed trusted types, signature and input example) and the reference
-profile at `REFERENCE_PROFILE_PATH`.
+parent run (one per training; workers sharing a study nest their trials under the same one, found through the
+study); `log_start` records the params, tags and resolved config when the run is created; `log_outcome`
+records, inside the active parent run (MLflow's fluent API: `training.run` scopes the tracking URI for it),
+the best params, the model's and the baseline's test metrics side by side, the dataset lineage, the plots, the
+model (skops, reviewed trusted types, signature and input example) and the reference profile at
+`REFERENCE_PROFILE_PATH`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
-from modelloop.contract.errors import InvalidInputError, UnavailableError
+from modelloop.contract.errors import InvalidInputError, UnavailableError, public_uri
 from modelloop.contract.profile import build_profile
 from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
@@ -74,12 +73,12 @@ def connect(tracking_uri: str) -> MlflowClient:
             creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
             http_request(creds, "/health", "GET", max_retries=0, timeout=10)  # type: ignore[no-untyped-call]
         except (requests.RequestException, MlflowException):
-            raise UnavailableError(f"cannot reach MLflow at {tracking_uri}") from None
+            raise UnavailableError(f"cannot reach MLflow at {public_uri(tracking_uri)}") from None
     client = MlflowClient(tracking_uri)
     try:
         client.search_experiments(max_results=1)
     except MlflowException:
-        raise UnavailableError(f"MLflow at {tracking_uri} does not answer") from None
+        raise UnavailableError(f"MLflow at {public_uri(tracking_uri)} does not answer") from None
     return client
 
 

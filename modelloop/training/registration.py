@@ -14,6 +14,7 @@ import time
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from modelloop.adapters import mlflow_errors
 from modelloop.contract.errors import ConfigError, UnavailableError
 from modelloop.contract.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS
 
@@ -22,8 +23,7 @@ log = logging.getLogger(__name__)
 
 def choose_alias(*, policy: str, configured: str | None, passed: bool, has_production: bool) -> str | None:
     """The alias a new version gets: none (manual, or a failed gate), the configured one, else challenger
-    when a
-    production version exists and production otherwise."""
+    when a production version exists and production otherwise."""
     if policy != "auto" or not passed:
         return None
     if configured:
@@ -36,7 +36,7 @@ def _exists(client: MlflowClient, name: str) -> bool:
         client.get_registered_model(name)
         return True
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if mlflow_errors.is_not_found(exc):
             return False
         raise
 

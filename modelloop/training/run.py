@@ -1,20 +1,24 @@
 """`run_training`: one training from config to registered version. Called by `modelloop train` (and by
-whatever
-the CLI wires as the retraining trigger).
+whatever the CLI wires as the retraining trigger).
 
 Order matters for "bad input changes nothing": the tracking server is checked, the data is loaded, checked and
 split, and the baseline is fit before any run is created; the model version is registered last, with the
-gate's
-verdict, and removed again if registration does not complete. A failure after the parent run exists marks that
-run FAILED. With `tune_only=True` the process only adds trials to a shared study (a worker), leaving refit,
-recording and registration to the process that runs the training without it.
+gate's verdict, and removed again if registration does not complete. A failure after the parent run exists
+marks that run FAILED. With `tune_only=True` the process only adds trials to a shared study (a worker),
+leaving refit, recording and registration to the process that runs the training without it.
+
+MLflow is reached through clients built from `tracking_uri`; the process-wide tracking URI is set only while
+the outcome is logged on the parent run (MLflow's fluent logging, `mlflow.sklearn.log_model` among it, reads
+nothing else) and restored afterwards. Nothing here prints: progress goes to the `TrainingProgress` the caller
+passes (`modelloop train` passes one writing to stderr).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +26,10 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sklearn.pipeline import Pipeline
 
+from modelloop.adapters import mlflow_errors
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.contract.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
 from modelloop.contract.registry import (
     TAG_GATE,
@@ -35,13 +42,13 @@ from modelloop.training import records
 from modelloop.training.baselines import describe as describe_baseline
 from modelloop.training.baselines import fit_baseline
 from modelloop.training.config import TrainingConfig
-from modelloop.training.datasets import load_dataset, prepare
+from modelloop.training.datasets import LoadedDataset, Prepared, load_dataset, prepare
 from modelloop.training.estimators import build_pipeline
 from modelloop.training.gate import GateResult, decide, score_production
 from modelloop.training.metrics import evaluate
-from modelloop.training.progress import TuningProgress, summary_table
+from modelloop.training.progress import TrainingProgress, summary_table
 from modelloop.training.registration import choose_alias, register
-from modelloop.training.splits import split
+from modelloop.training.splits import Split, split
 from modelloop.training.study import Objective, best_trial, open_storage, open_study, tune
 from modelloop.training.trial_runs import TrialRecorder, make_sink
 
@@ -61,6 +68,37 @@ class TrainingResult:
     baseline_metrics: dict[str, float] = field(default_factory=dict)
     gate_reasons: list[str] = field(default_factory=list)
     trials_run: int = 0
+    experiment_id: str | None = None  # the MLflow experiment of the parent run
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The data of one training, checked and split, and the baseline fit on it (before any run exists)."""
+
+    loaded: LoadedDataset
+    prepared: Prepared
+    data: Split
+    baseline: Pipeline
+
+
+@dataclass(frozen=True)
+class _Parent:
+    """The study and the parent run the training records into."""
+
+    study: optuna.Study
+    run_id: str
+    created: bool  # the run was created by this process
+    experiment: str
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """The refit model, its and the baseline's test metrics, the gate's verdict and the alias it earns."""
+
+    best: optuna.trial.FrozenTrial
+    outcome: records.Outcome
+    gate: GateResult
+    alias: str | None
 
 
 def run_training(
@@ -68,18 +106,57 @@ def run_training(
     *,
     tracking_uri: str,
     triggered_by: str | None = None,
-    progress: bool = True,
+    progress: TrainingProgress | None = None,
     tune_only: bool = False,
     config_source: str | None = None,
 ) -> TrainingResult:
-    """Tune, record, gate and register one model as `config` says (see the module docstring)."""
+    """Tune, record, gate and register one model as `config` says (see the module docstring).
+
+    `progress` hears of every trial and of the outcome (None: nobody does)."""
     if tune_only and config.study.storage is None:
         raise ConfigError(
             "study.storage: a tune-only worker needs a shared storage (sqlite:/// or postgresql://); "
             "the trials of an in-memory study would be lost when it exits"
         )
     client = records.connect(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
+    inputs = _inputs(config)
+    parent = _open_parent(client, config)
+    reporter = progress
+    try:
+        if parent.created:
+            _log_start(client, parent.run_id, config, inputs, config_source=config_source)
+        if triggered_by:
+            client.set_tag(parent.run_id, TAG_TRIGGERED_BY, triggered_by)
+        ran, unlogged = _tune(config, parent, inputs.data, tracking_uri=tracking_uri, progress=reporter)
+        if tune_only:
+            log.info("tuned %d trials of study %s as a worker", ran, parent.study.study_name)
+            return TrainingResult(
+                parent.run_id,
+                config.model_name,
+                None,
+                None,
+                None,
+                trials_run=ran,
+                experiment_id=parent.experiment,
+            )
+        evaluated = _evaluate(config, parent.study, inputs, tracking_uri=tracking_uri, unlogged=unlogged)
+        version = _record_and_register(
+            client, config, parent, inputs, evaluated, tracking_uri=tracking_uri, triggered_by=triggered_by
+        )
+        result = _result(config, parent, evaluated, version=version, ran=ran)
+        if reporter is not None:
+            reporter.finished(_summary(config, ran=ran, evaluated=evaluated, result=result))
+        return result
+    except MlflowException as exc:
+        _mark_failed(client, parent.run_id)
+        raise _as_modelloop_error(exc, "recording the training") from None
+    except BaseException:
+        _mark_failed(client, parent.run_id)
+        raise
+
+
+def _inputs(config: TrainingConfig) -> _Inputs:
+    """Load, check and split the data and fit the baseline: everything that may refuse bad input."""
     loaded = load_dataset(config.dataset)
     prepared = prepare(
         loaded.frame,
@@ -91,10 +168,15 @@ def run_training(
     )
     data = split(prepared, config.split, seed=config.seed)
     baseline = fit_baseline(config.baseline, task=config.task, x=data.fit_x, y=data.fit_y, seed=config.seed)
+    return _Inputs(loaded, prepared, data, baseline)
+
+
+def _open_parent(client: MlflowClient, config: TrainingConfig) -> _Parent:
+    """The study and the parent run (a deleted experiment is refused before either is created)."""
     try:
-        records.existing_experiment(client, config.experiment_name)  # a deleted one: refuse before any change
+        records.existing_experiment(client, config.experiment_name)
     except MlflowException as exc:
-        raise _as_modelloop_error(exc) from None
+        raise _as_modelloop_error(exc, f"reading experiment {config.experiment_name}") from None
     storage = open_storage(config.study.storage)
     study, created = open_study(config, storage)
     try:
@@ -108,79 +190,56 @@ def run_training(
             run_name=f"{config.model_name}-training",
         )
     except MlflowException as exc:
-        raise _as_modelloop_error(exc) from None
-    try:
-        if new_run:
-            records.log_start(
-                client,
-                run_id,
-                config,
-                baseline=describe_baseline(config.baseline, config.task),
-                n_rows=len(prepared.x),
-                n_features=prepared.x.shape[1],
-                config_source=config_source,
-            )
-        if triggered_by:
-            client.set_tag(run_id, TAG_TRIGGERED_BY, triggered_by)
-        ran, unlogged = _tune(
-            config,
-            study,
-            data,
-            client_uri=tracking_uri,
-            experiment=experiment,
-            run_id=run_id,
-            progress=progress,
-        )
-        if tune_only:
-            log.info("tuned %d trials of study %s as a worker", ran, study.study_name)
-            return TrainingResult(run_id, config.model_name, None, None, None, trials_run=ran)
-        return _finish(
-            client,
-            config,
-            study=study,
-            data=data,
-            loaded=loaded,
-            baseline=baseline,
-            run_id=run_id,
-            ran=ran,
-            unlogged=unlogged,
-            triggered_by=triggered_by,
-            progress=progress,
-        )
-    except MlflowException as exc:
-        _mark_failed(client, run_id)
-        raise _as_modelloop_error(exc) from None
-    except BaseException:
-        _mark_failed(client, run_id)
-        raise
+        raise _as_modelloop_error(exc, "opening the training run") from None
+    return _Parent(study, run_id, new_run, experiment)
 
 
-def _as_modelloop_error(exc: MlflowException) -> ModelloopError:
-    """MLflow's refusals as input errors; anything else (server errors, retries exhausted) as unavailable."""
-    text = str(exc.message).splitlines()[0][:300] if exc.message else type(exc).__name__
-    if exc.error_code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}:
-        return InvalidInputError(f"MLflow refused a request: {text}")
-    return UnavailableError(f"MLflow failed a request: {text}")
+def _log_start(
+    client: MlflowClient, run_id: str, config: TrainingConfig, inputs: _Inputs, *, config_source: str | None
+) -> None:
+    records.log_start(
+        client,
+        run_id,
+        config,
+        baseline=describe_baseline(config.baseline, config.task),
+        n_rows=len(inputs.prepared.x),
+        n_features=inputs.prepared.x.shape[1],
+        config_source=config_source,
+    )
+
+
+def _as_modelloop_error(exc: MlflowException, doing: str) -> ModelloopError:
+    """MLflow's refusals (including "no such thing") as input errors; anything else (server errors, retries
+    exhausted) as unavailable. Classified by `adapters.mlflow_errors`; the server's text is not quoted."""
+    kind = mlflow_errors.kind_of(exc)
+    detail = mlflow_errors.error_code(exc) or type(exc).__name__
+    if kind in (mlflow_errors.Kind.NOT_FOUND, mlflow_errors.Kind.REFUSED):
+        return InvalidInputError(f"MLflow refused a request while {doing} ({detail})")
+    return UnavailableError(f"MLflow failed a request while {doing} ({detail})")
 
 
 def _tune(
     config: TrainingConfig,
-    study: optuna.Study,
-    data: Any,
+    parent: _Parent,
+    data: Split,
     *,
-    client_uri: str,
-    experiment: str,
-    run_id: str,
-    progress: bool,
+    tracking_uri: str,
+    progress: TrainingProgress | None,
 ) -> tuple[int, int]:
     recorder = TrialRecorder(
-        make_sink(client_uri, experiment_id=experiment, parent_run_id=run_id, metric=config.metric.name)
+        make_sink(
+            tracking_uri,
+            experiment_id=parent.experiment,
+            parent_run_id=parent.run_id,
+            metric=config.metric.name,
+        )
     )
     callbacks: list[Any] = [recorder]
-    if progress:
-        callbacks.append(TuningProgress(metric=config.metric.name, total=config.study.n_trials))
+    if progress is not None:
+        progress.tuning_started(metric=config.metric.name, total=config.study.n_trials)
+        callbacks.append(progress.trial_finished)
     try:
-        ran = tune(study, Objective(config, data), config, callbacks)
+        ran = tune(parent.study, Objective(config, data), config, callbacks)
     finally:
         stats = recorder.close()
     if stats.failed:
@@ -190,29 +249,25 @@ def _tune(
     return ran, stats.failed
 
 
-def _finish(
-    client: MlflowClient,
-    config: TrainingConfig,
-    *,
-    study: optuna.Study,
-    data: Any,
-    loaded: Any,
-    baseline: Any,
-    run_id: str,
-    ran: int,
-    unlogged: int,
-    triggered_by: str | None,
-    progress: bool,
-) -> TrainingResult:
+def _evaluate(
+    config: TrainingConfig, study: optuna.Study, inputs: _Inputs, *, tracking_uri: str, unlogged: int
+) -> _Evaluated:
+    """Refit the best trial's pipeline, score it, the baseline and production on the test set, and gate it."""
+    data = inputs.data
     best = best_trial(study)
     est = config.estimator
     model = build_pipeline(est.family, {**est.params, **best.params}, columns=data.fit_x, seed=config.seed)
     model.fit(data.fit_x, data.fit_y)
     metric = config.metric.name
     model_metrics = evaluate(model, data.x_test, data.y_test, config.task, required=metric)
-    baseline_metrics = evaluate(baseline, data.x_test, data.y_test, config.task, required=metric)
+    baseline_metrics = evaluate(inputs.baseline, data.x_test, data.y_test, config.task, required=metric)
     production = score_production(
-        client, config.model_name, data.x_test, data.y_test, task=config.task, metric=metric
+        MlflowModelRegistry(tracking_uri),
+        config.model_name,
+        data.x_test,
+        data.y_test,
+        task=config.task,
+        metric=metric,
     )
     gate = decide(
         config.promotion,
@@ -239,40 +294,72 @@ def _finish(
         passed=gate.passed,
         has_production=production is not None,
     )
-    # the fluent API keeps a process-wide active experiment: point it at this run's so a caller's
-    # earlier set_experiment() cannot refuse the resumption
-    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
-    with mlflow.start_run(run_id=run_id):
-        info = records.log_outcome(
-            client, run_id, config, outcome, study=study, loaded=loaded, data=data, triggered_by=triggered_by
-        )
-        version = register(
-            client,
-            config.model_name,
-            model_uri=info.model_uri,
-            model_id=getattr(info, "model_id", None),
-            run_id=run_id,
-            tags=_gate_tags(gate, run_id),
-            alias=alias,
-        )
-    result = TrainingResult(
-        run_id=run_id,
+    return _Evaluated(best, outcome, gate, alias)
+
+
+@contextmanager
+def _fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (`start_run`, `log_*`, `mlflow.sklearn.log_model`) reads only the process-wide
+    tracking URI: set it for the block, restore the previous one (unset included) afterwards."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        yield
+
+
+def _record_and_register(
+    client: MlflowClient,
+    config: TrainingConfig,
+    parent: _Parent,
+    inputs: _Inputs,
+    evaluated: _Evaluated,
+    *,
+    tracking_uri: str,
+    triggered_by: str | None,
+) -> str:
+    """Log the outcome on the parent run, then register the version with the gate's verdict."""
+    run_id = parent.run_id
+    with _fluent_tracking_uri(tracking_uri):
+        # the fluent API keeps a process-wide active experiment: point it at this run's so a caller's
+        # earlier set_experiment() cannot refuse the resumption
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+        with mlflow.start_run(run_id=run_id):
+            info = records.log_outcome(
+                client,
+                run_id,
+                config,
+                evaluated.outcome,
+                study=parent.study,
+                loaded=inputs.loaded,
+                data=inputs.data,
+                triggered_by=triggered_by,
+            )
+            return register(
+                client,
+                config.model_name,
+                model_uri=info.model_uri,
+                model_id=getattr(info, "model_id", None),
+                run_id=run_id,
+                tags=_gate_tags(evaluated.gate, run_id),
+                alias=evaluated.alias,
+            )
+
+
+def _result(
+    config: TrainingConfig, parent: _Parent, evaluated: _Evaluated, *, version: str, ran: int
+) -> TrainingResult:
+    return TrainingResult(
+        run_id=parent.run_id,
         model_name=config.model_name,
         version=version,
-        gate_passed=gate.passed,
-        promoted_alias=alias,
-        metrics=model_metrics,
-        baseline_metrics=baseline_metrics,
-        gate_reasons=gate.reasons,
+        gate_passed=evaluated.gate.passed,
+        promoted_alias=evaluated.alias,
+        metrics=evaluated.outcome.model_metrics,
+        baseline_metrics=evaluated.outcome.baseline_metrics,
+        gate_reasons=evaluated.gate.reasons,
         trials_run=ran,
+        experiment_id=parent.experiment,
     )
-    if progress:
-        print(
-            _summary(config, best=best, ran=ran, outcome=outcome, gate=gate, result=result),
-            file=sys.stderr,
-            flush=True,
-        )
-    return result
 
 
 def _gate_tags(gate: GateResult, run_id: str) -> dict[str, str]:
@@ -284,15 +371,8 @@ def _gate_tags(gate: GateResult, run_id: str) -> dict[str, str]:
     }
 
 
-def _summary(
-    config: TrainingConfig,
-    *,
-    best: optuna.trial.FrozenTrial,
-    ran: int,
-    outcome: records.Outcome,
-    gate: GateResult,
-    result: TrainingResult,
-) -> str:
+def _summary(config: TrainingConfig, *, ran: int, evaluated: _Evaluated, result: TrainingResult) -> str:
+    gate, outcome = evaluated.gate, evaluated.outcome
     production = None
     if gate.production is not None and gate.production.metrics is not None:
         production = (gate.production.version, gate.production.metrics)
@@ -302,7 +382,7 @@ def _summary(
         metric=config.metric.name,
         counts=outcome.trial_counts,
         ran_here=ran,
-        best_number=best.number,
+        best_number=evaluated.best.number,
         best_value=outcome.best_value,
         best_params=outcome.best_params,
         model_metrics=outcome.model_metrics,

@@ -8,7 +8,8 @@ token, nothing more privileged. Then, while a client keeps calling through the S
 stand-in): promotions roll out with zero failed calls, a version that cannot load fails on its progress
 deadline and is rolled back and tagged, the Deployment scales 1 -> 3 -> 1 through the scale subresource under
 its PodDisruptionBudget, `helm upgrade` adds and removes a binding, the monitoring ServiceAccount launches a
-retraining Job as `deploy/retrain_job.py` does, and `helm uninstall` leaves what the README says it keeps.
+retraining Job as `deploy/kubernetes/retrain_job.py` does, and `helm uninstall` leaves what the README says it
+keeps.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ import yaml
 from kubernetes import client, config
 from sklearn.datasets import load_breast_cancer
 
+from modelloop.client import ScoringClient
 from modelloop.contract.registry import TAG_ROLLOUT
-from modelloop.deploy.retrain_job import cluster_retrainer
+from modelloop.deploy.kubernetes.retrain_job import cluster_retrainer
 from modelloop.monitoring.retrain import RetrainRequest
-from modelloop.serving.client import ScoringClient
 from tests.integration.helm.conftest import CHART, helm_path
 from tests.kube.control_plane import ControlPlane
 from tests.kube.node import NodeStandIn, write_token_kubeconfig

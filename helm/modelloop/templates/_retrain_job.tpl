@@ -1,6 +1,6 @@
 {{/*
 The retraining Job the monitoring job launches (see monitoring.yaml): `modelloop train --config ...`.
-The launcher (deploy/retrain_job.py, KubernetesJobRetrainer) keeps generateName, replaces the volume
+The launcher (modelloop/deploy/kubernetes/retrain_job.py, KubernetesJobRetrainer) keeps generateName, replaces the volume
 `training-config` (mounted at /etc/modelloop/training, where --config points) with a ConfigMap holding the
 serving version's training config (key config.yaml), and appends `--triggered-by <monitoring run id>`; the
 tracking URI comes from the MLflow env below. Created by hand (`kubectl create -f`), the Job trains with

@@ -7,12 +7,18 @@ the namespaces it manages, never cluster-wide, so a call without a namespace is 
 and plays back statuses; nothing above this module knows the `kubernetes` package. Errors: `TemporaryError`
 when the API server cannot be reached or answers 5xx/429, `ConflictError` on a 409 (optimistic concurrency),
 `PermanentError` on other refusals.
+
+Credentials are found one way for every caller here (the target, the leader elector, the retraining-Job
+launcher in `retrain_job`): `api_client`, the in-cluster service account, else the kubeconfig.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Protocol
+
+from modelloop.contract.errors import ConfigError
 
 from ..errors import PermanentError, TemporaryError
 from .manifests import FIELD_MANAGER, Manifest
@@ -48,18 +54,40 @@ class KubeApi(Protocol):
         ...
 
 
+def api_client(
+    *, kubeconfig: str | Path | None = None, context: str | None = None, purpose: str = "the controller"
+) -> Any:
+    """A `kubernetes.client.ApiClient` with the in-cluster service account, else the kubeconfig (`kubeconfig`,
+    default: the client's own, $KUBECONFIG or ~/.kube/config; `context`, default: its current one). Its
+    configuration is its own (the client's global default is left alone). `ConfigError` when there are no
+    credentials, naming `purpose` (what they were wanted for)."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig) if kubeconfig else None,
+                context=context,
+                client_configuration=configuration,
+            )
+        except (config.ConfigException, OSError):
+            raise ConfigError(
+                f"no Kubernetes credentials for {purpose}: not running in a cluster and no usable kubeconfig"
+            ) from None
+    return client.ApiClient(configuration)
+
+
 class DynamicKubeApi:
-    """`KubeApi` over `kubernetes.dynamic.DynamicClient`. Loads in-cluster config, else the kubeconfig."""
+    """`KubeApi` over `kubernetes.dynamic.DynamicClient`, with the credentials `api_client` finds."""
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from kubernetes import config, dynamic
-        from kubernetes.client import ApiClient
+        from kubernetes import dynamic
 
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-        self._dyn = dynamic.DynamicClient(ApiClient())  # type: ignore[no-untyped-call]
+        api = api_client(kubeconfig=kubeconfig, context=context)
+        self._dyn = dynamic.DynamicClient(api)  # type: ignore[no-untyped-call]
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
@@ -155,4 +183,4 @@ class DynamicKubeApi:
         return self._dict(out) or {}
 
 
-__all__ = ["ConflictError", "DynamicKubeApi", "KubeApi"]
+__all__ = ["ConflictError", "DynamicKubeApi", "KubeApi", "api_client"]

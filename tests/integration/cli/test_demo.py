@@ -22,6 +22,7 @@ from mlflow.entities import FileInfo
 
 from modelloop.cli.demo_data import TARGET, DemoData
 from modelloop.cli.demo_loop import BINDING, MODEL
+from modelloop.client import ScoringClient
 from modelloop.contract.registry import (
     DEPLOYMENTS_EXPERIMENT,
     MONITORING_EXPERIMENT,
@@ -33,7 +34,6 @@ from modelloop.contract.registry import (
     TAG_TRIGGERED_BY,
 )
 from modelloop.deploy.mlflow_server import MlflowServer
-from modelloop.serving.client import ScoringClient
 
 
 @dataclass(frozen=True)

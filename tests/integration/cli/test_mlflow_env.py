@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -29,8 +28,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from modelloop.client import ScoringClient
+from modelloop.contract.port_file import read_port_file
 from modelloop.contract.registry import MONITORING_EXPERIMENT, TAG_ROLLOUT
-from modelloop.serving.client import ScoringClient
 from tests.models import RegisteredModel, register_reference_model
 
 MODEL = "mlflow-env"
@@ -92,7 +92,9 @@ def test_serve_loads_from_mlflow_tracking_uri(
     )  # fmt: skip
     try:
         wait_for_file(port_file, proc, timeout=120)
-        address = f"127.0.0.1:{json.loads(port_file.read_text())['grpc']}"
+        ports = read_port_file(port_file)
+        assert ports is not None
+        address = f"127.0.0.1:{ports.grpc}"
         with ScoringClient(address) as client:
             result = client.predict(MODEL, registered.features.head(2))
         assert result.model_version == registered.version and len(result.predictions) == 2

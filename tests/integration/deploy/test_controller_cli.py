@@ -17,8 +17,8 @@ import mlflow
 from click.testing import CliRunner
 
 from modelloop.cli import cli
-from modelloop.deploy.local import read_port_file
-from modelloop.serving.client import ScoringClient
+from modelloop.client import ScoringClient
+from modelloop.contract.port_file import read_port_file
 
 from .conftest import Registered
 from .test_controller_local import field, wait_for
@@ -83,7 +83,9 @@ def test_controller_process_follows_the_alias_and_stops_cleanly(
         wait_for(
             lambda: read_port_file(port_file) is not None, timeout=90, what="the scoring server's port file"
         )
-        address = f"127.0.0.1:{read_port_file(port_file)}"
+        ports = read_port_file(port_file)
+        assert ports is not None
+        address = f"127.0.0.1:{ports.grpc}"
         # the controller's own admin credential: a file only this user can read, beside the port file
         admin = (tmp_path / "data" / "serving" / "admin-token").read_text()
         wait_for(

@@ -21,6 +21,7 @@ import mlflow
 import pytest
 from matplotlib.image import imread
 
+from modelloop.client import ScoringClient
 from modelloop.contract.registry import (
     DEPLOYMENTS_EXPERIMENT,
     TAG_ROLLOUT,
@@ -37,7 +38,6 @@ from modelloop.deploy.registry import MlflowRegistry
 from modelloop.deploy.target import DeploymentSpec, DeploymentState
 from modelloop.deploy.webhook import sign
 from modelloop.deploy.webhook_registration import register_webhook
-from modelloop.serving.client import ScoringClient
 
 from .conftest import Registered
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from modelloop.client import ScoringClient
 from modelloop.contract.errors import UnavailableError
 from modelloop.deploy.bindings import parse_bindings
 from modelloop.deploy.errors import PermanentError, RolloutFailedError
 from modelloop.deploy.local import LocalTarget
 from modelloop.deploy.target import DeploymentSpec
-from modelloop.serving.client import ScoringClient
 from tests.models import RegisteredModel, register_reference_model
 from tests.unit.deploy.target_contract import TargetContract
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from modelloop.client import ScoringClient
 from modelloop.contract.errors import ModelloopError
 from modelloop.deploy.bindings import parse_bindings
-from modelloop.deploy.local import LocalTarget, _Server
+from modelloop.deploy.local import LocalTarget
+from modelloop.deploy.local_process import ServerProcess
 from modelloop.deploy.target import DeploymentSpec
-from modelloop.serving.client import ScoringClient
 
 from .conftest import Registered
 from .test_controller_local import rows, wait_for
@@ -27,21 +28,18 @@ from .test_controller_local import rows, wait_for
 
 class FlakyLocalTarget(LocalTarget):
     """The real local target, except that while `crash` is set its servers exit at once (code 3); every
-    start attempt's time is recorded."""
+    start attempt's time is recorded (each attempt runs the command once)."""
 
     def __init__(self, **kwargs: object) -> None:
         self.crash = threading.Event()
         self.starts: list[float] = []
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
-    def command(self, server: _Server) -> list[str]:
+    def command(self, server: ServerProcess) -> list[str]:
+        self.starts.append(time.monotonic())
         if self.crash.is_set():
             return [sys.executable, "-c", "import sys; sys.exit(3)"]
         return super().command(server)
-
-    def _start(self, server: _Server, *, deadline: float) -> str | None:
-        self.starts.append(time.monotonic())
-        return super()._start(server, deadline=deadline)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The chart and the retraining launcher agree. The Job template the chart renders (real `helm template`,
 Helm 3 and 4, retraining on) is read from its ConfigMap where the monitoring CronJob's settings point, and
-run through `deploy.retrain_job.KubernetesJobRetrainer` against a fake Kubernetes API server on loopback
-(the real `kubernetes` client above it). The Job and ConfigMap it creates validate against the 1.30 and
-newest schemas, keep the chart's hardened pod, take the config where `--config` points, and need no more
+run through `deploy.kubernetes.retrain_job.KubernetesJobRetrainer` against a fake Kubernetes API server on
+loopback (the real `kubernetes` client above it). The Job and ConfigMap it creates validate against the 1.30
+and newest schemas, keep the chart's hardened pod, take the config where `--config` points, and need no more
 than the monitoring Role grants."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import yaml
 
 from modelloop.contract.predlog import SqlPredictionLog
 from modelloop.contract.registry import TAG_RETRAIN_DECISION
-from modelloop.deploy.retrain_job import CONFIG_PATH, cluster_retrainer
+from modelloop.deploy.kubernetes.retrain_job import cluster_retrainer
+from modelloop.deploy.kubernetes.retrain_template import CONFIG_PATH
 from modelloop.monitoring.retrain import RetrainRequest
 from modelloop.monitoring.settings import MonitorSettings
 from modelloop.monitoring.window import Window

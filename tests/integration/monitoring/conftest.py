@@ -1,7 +1,7 @@
-"""Fixtures for monitoring's integration tests: a real registered model (the reference workload) whose
-training run also holds what training writes for monitoring (the training metric, test metrics and the
-resolved training config), and prediction-log windows written through the logging contract
-(`PredictionBatch` → `SqlPredictionLog.write`) into SQLite or a real PostgreSQL."""
+"""Fixtures for monitoring's integration tests: the job's two ports over MLflow (`ports`), a real registered
+model (the reference workload) whose training run also holds what training writes for monitoring (the
+training metric, test metrics and the resolved training config), and prediction-log windows written through
+the logging contract (`PredictionBatch` → `SqlPredictionLog.write`) into SQLite or a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 from sklearn.datasets import load_breast_cancer
 
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.contract.predlog import (
     LATENCY_COLUMN,
     PREDICTION_COLUMN,
@@ -24,6 +25,7 @@ from modelloop.contract.predlog import (
     SqlPredictionLog,
 )
 from modelloop.contract.registry import PARAM_METRIC, PARAM_TASK, RESOLVED_CONFIG_PATH, Route
+from modelloop.monitoring.mlflow_records import MlflowMonitoringRecords
 from tests.models import RegisteredModel, register_reference_model
 
 #: Windows of these tests lie in the past, aligned to 15 minutes.
@@ -37,6 +39,16 @@ TEST_METRICS = {"accuracy": 0.965, "f1": 0.972, "roc_auc": 0.991}
 class Monitored:
     model: RegisteredModel
     labels: np.ndarray  # the true class of each reference row
+
+
+def ports(tracking_uri: str) -> tuple[MlflowModelRegistry, MlflowMonitoringRecords]:
+    """The job's two ports over the MLflow server at `tracking_uri`, as `modelloop monitor` wires them."""
+    return MlflowModelRegistry(tracking_uri), MlflowMonitoringRecords(tracking_uri)
+
+
+def run_ids(records: MlflowMonitoringRecords, model: str, window_id: str) -> list[str]:
+    """Ids of the runs (not deleted) recorded for (model, window)."""
+    return [run.run_id for run in records.window_runs(model, window_id)]
 
 
 def register_monitored(tracking_uri: str, name: str) -> Monitored:

@@ -29,9 +29,17 @@ from modelloop.monitoring.config import ModelMonitorConfig, MonitorConfig, Retra
 from modelloop.monitoring.drift import feature_drift
 from modelloop.monitoring.feedback import record_feedback
 from modelloop.monitoring.job import PassResult, run_pass, run_window
-from modelloop.monitoring.tracking import MonitoringTracker
 from modelloop.monitoring.window import Window, WindowReader
-from tests.integration.monitoring.conftest import T0, TEST_METRICS, WINDOW, Monitored, window_batches, write
+from tests.integration.monitoring.conftest import (
+    T0,
+    TEST_METRICS,
+    WINDOW,
+    Monitored,
+    ports,
+    run_ids,
+    window_batches,
+    write,
+)
 
 NO_RETRAIN = ModelMonitorConfig(retrain=RetrainPolicy(enabled=False))
 
@@ -47,13 +55,17 @@ def _artifacts(client: mlflow.MlflowClient, run_id: str) -> set[str]:
 def test_drifted_window_is_flagged_and_clean_window_is_not(
     store: SqlPredictionLog, monitored: Monitored, mlflow_server: str, tmp_path: Path
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     clean, drifted = _window(0), _window(1)
     write(store, window_batches(monitored, clean.start, 3000, seed=1))
     write(store, window_batches(monitored, drifted.start, 3000, seed=2, shift=1.0))
 
-    ok = run_window(monitored.model.name, clean, store=store, tracker=tracker, config=NO_RETRAIN)
-    bad = run_window(monitored.model.name, drifted, store=store, tracker=tracker, config=NO_RETRAIN)
+    ok = run_window(
+        monitored.model.name, clean, store=store, registry=registry, records=records, config=NO_RETRAIN
+    )
+    bad = run_window(
+        monitored.model.name, drifted, store=store, registry=registry, records=records, config=NO_RETRAIN
+    )
 
     assert ok.status == "ok" and ok.rows == 3000 and ok.version == monitored.model.version
     assert ok.summary is not None and not ok.summary.dataset_drifted
@@ -92,19 +104,23 @@ def test_drifted_window_is_flagged_and_clean_window_is_not(
 def test_rerunning_a_window_replaces_its_run(
     store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     window = _window(5)
     write(store, window_batches(monitored, window.start, 1500, seed=3))
-    first = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    first = run_window(
+        monitored.model.name, window, store=store, registry=registry, records=records, config=NO_RETRAIN
+    )
     write(store, window_batches(monitored, window.start, 500, seed=4, prefix="late"))
-    second = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    second = run_window(
+        monitored.model.name, window, store=store, registry=registry, records=records, config=NO_RETRAIN
+    )
     assert first.run_id in second.replaced
-    assert tracker.window_runs(monitored.model.name, window.id) == [second.run_id]
+    assert run_ids(records, monitored.model.name, window.id) == [second.run_id]
     client = mlflow.MlflowClient(mlflow_server)
     assert client.get_run(first.run_id).info.lifecycle_stage == "deleted"
     assert client.get_run(second.run_id).data.metrics["window.rows"] == 2000
     active = client.search_runs(
-        [tracker.experiment_id()],
+        [records.experiment_id()],
         f"tags.`{TAG_MONITOR_WINDOW}` = '{window.id}' "
         f"and tags.`{TAG_MONITOR_MODEL}` = '{monitored.model.name}'",
         run_view_type=ViewType.ACTIVE_ONLY,
@@ -115,9 +131,14 @@ def test_rerunning_a_window_replaces_its_run(
 def test_window_without_traffic_is_recorded_as_empty(
     sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     outcome = run_window(
-        monitored.model.name, _window(9), store=sqlite_store, tracker=tracker, config=NO_RETRAIN
+        monitored.model.name,
+        _window(9),
+        store=sqlite_store,
+        registry=registry,
+        records=records,
+        config=NO_RETRAIN,
     )
     assert outcome.status == "empty" and outcome.rows == 0 and outcome.features == {}
     run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
@@ -130,10 +151,17 @@ def test_window_without_traffic_is_recorded_as_empty(
 def test_small_window_is_insufficient_not_drifted(
     sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     window = _window(11)
     write(sqlite_store, window_batches(monitored, window.start, 12, seed=5, shift=2.0, blocks=1))
-    outcome = run_window(monitored.model.name, window, store=sqlite_store, tracker=tracker, config=NO_RETRAIN)
+    outcome = run_window(
+        monitored.model.name,
+        window,
+        store=sqlite_store,
+        registry=registry,
+        records=records,
+        config=NO_RETRAIN,
+    )
     assert outcome.status == "insufficient"
     assert outcome.summary is not None and outcome.summary.drifted == 0
     run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
@@ -144,7 +172,7 @@ def test_small_window_is_insufficient_not_drifted(
 def test_quality_from_feedback_beside_training_value(
     store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     window = _window(13)
     batches = window_batches(monitored, window.start, 1200, seed=6)
     write(store, batches)
@@ -154,7 +182,9 @@ def test_quality_from_feedback_beside_training_value(
     # labels for the first block only; every fourth label contradicts the prediction
     truth = {rid: (1 - p if i % 4 == 0 else p) for i, (rid, p) in enumerate(zip(ids, predicted, strict=True))}
     assert record_feedback(store, truth, model_name=monitored.model.name) == len(truth)
-    outcome = run_window(monitored.model.name, window, store=store, tracker=tracker, config=NO_RETRAIN)
+    outcome = run_window(
+        monitored.model.name, window, store=store, registry=registry, records=records, config=NO_RETRAIN
+    )
     assert outcome.quality is not None and outcome.quality.labelled == len(truth)
     expected_accuracy = float(np.mean([truth[r] == p for r, p in zip(ids, predicted, strict=True)]))
     assert outcome.quality.metrics["accuracy"] == pytest.approx(expected_accuracy, abs=1e-12)
@@ -168,14 +198,21 @@ def test_quality_from_feedback_beside_training_value(
 def test_shadow_and_other_versions_are_counted_not_compared(
     sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     window = _window(15)
     write(sqlite_store, window_batches(monitored, window.start, 1500, seed=7))
     write(
         sqlite_store,
         window_batches(monitored, window.start, 400, seed=8, shift=3.0, route=Route.SHADOW, prefix="s"),
     )
-    outcome = run_window(monitored.model.name, window, store=sqlite_store, tracker=tracker, config=NO_RETRAIN)
+    outcome = run_window(
+        monitored.model.name,
+        window,
+        store=sqlite_store,
+        registry=registry,
+        records=records,
+        config=NO_RETRAIN,
+    )
     assert outcome.rows == 1500 and outcome.summary is not None and not outcome.summary.dataset_drifted
     run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
     assert run.data.metrics["window.rows_not_compared"] == 400
@@ -185,14 +222,14 @@ def test_shadow_and_other_versions_are_counted_not_compared(
 def test_reading_in_several_passes_gives_the_same_statistics(
     sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, _ = ports(mlflow_server)
     window = _window(17)
     write(sqlite_store, window_batches(monitored, window.start, 2000, seed=9, shift=0.3, blocks=5))
     # shadow rows between the served ones: every pass must leave them out the same way
     shadow = window_batches(monitored, window.start, 300, seed=14, shift=2.0, route=Route.SHADOW, prefix="s")
     write(sqlite_store, shadow)
     write(sqlite_store, window_batches(monitored, window.start, 10, seed=15, blocks=1, prefix="x"))
-    profile = tracker.reference(monitored.model.name, monitored.model.version).profile
+    profile = registry.reference_profile(monitored.model.name, monitored.model.version)
     results = []
     for budget in (512 << 20, 8 * 2000 * 4):  # everything at once; four columns a pass
         reader = WindowReader(sqlite_store, monitored.model.name, window, memory_budget=budget)
@@ -250,14 +287,14 @@ def test_monitor_command_writes_the_window(
 def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_failures(
     sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     window = _window(21)
     write(sqlite_store, window_batches(monitored, window.start, 1100, seed=12))
     ghost = window_batches(monitored, window.start, 50, seed=13, blocks=1)[0]
     sqlite_store.write(PredictionBatch("monitoring-ghost", "1", Route.CHAMPION, ghost.table))
     # a run of this window that failed half-way (e.g. MLflow went away mid-upload)
-    failed = tracker.start_run(monitored.model.name, window.id, {TAG_MONITOR_STATUS: "ok"})
-    tracker.finish(failed, failed=True)
+    failed = records.start_run(monitored.model.name, window.id, {TAG_MONITOR_STATUS: "ok"})
+    records.finish(failed, failed=True)
     config = MonitorConfig(defaults={"retrain": {"enabled": False}})
     now = window.end + 30  # the scheduler ticks inside the next window
 
@@ -266,7 +303,8 @@ def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_
             [monitored.model.name, "monitoring-ghost"],
             length=WINDOW,
             store=sqlite_store,
-            tracker=tracker,
+            registry=registry,
+            records=records,
             config=config,
             now=now,
             skip_recorded=True,
@@ -277,10 +315,10 @@ def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_
     assert outcome.window == window and outcome.rows == 1100 and outcome.replaced == [failed]
     assert list(first.failures) == ["monitoring-ghost"]
     assert "is not registered" in first.failures["monitoring-ghost"]
-    assert tracker.window_runs(monitored.model.name, window.id) == [outcome.run_id]
+    assert run_ids(records, monitored.model.name, window.id) == [outcome.run_id]
     second = tick()
     assert second.outcomes == [] and second.skipped == [monitored.model.name]
-    assert tracker.window_runs(monitored.model.name, window.id) == [outcome.run_id]
+    assert run_ids(records, monitored.model.name, window.id) == [outcome.run_id]
 
 
 def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path) -> None:
@@ -304,12 +342,12 @@ def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path
         "--prediction-log-url",
         f"sqlite:///{tmp_path / 'log.db'}",
     ]
-    tracker = MonitoringTracker(mlflow_server)
+    _, records = ports(mlflow_server)
     window = Window.last_complete(86400, time.time())
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not tracker.window_recorded(name, window.id):
+        while not records.window_recorded(name, window.id):
             assert child.poll() is None, child.communicate()
             assert time.monotonic() < deadline, "no window recorded"
             time.sleep(0.2)
@@ -323,4 +361,4 @@ def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path
     assert child.returncode == 0, err
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"{name} {window.id} version=- status=empty rows=0")
-    assert len(tracker.window_runs(name, window.id)) == 1
+    assert len(run_ids(records, name, window.id)) == 1

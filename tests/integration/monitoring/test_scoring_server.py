@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelloop.client import ScoringClient
 from modelloop.contract.predlog import SqlPredictionLog
 from modelloop.monitoring.config import ModelMonitorConfig, RetrainPolicy
 from modelloop.monitoring.feedback import record_feedback
 from modelloop.monitoring.job import run_window
-from modelloop.monitoring.tracking import MonitoringTracker
 from modelloop.monitoring.window import Window
-from modelloop.serving.client import ScoringClient
 from modelloop.serving.settings import ServeSettings
-from tests.integration.monitoring.conftest import register_monitored
+from tests.integration.monitoring.conftest import ports, register_monitored
 from tests.integration.serving.conftest import RunningServer
 
 CONFIG = ModelMonitorConfig(retrain=RetrainPolicy(enabled=False))
@@ -78,9 +77,13 @@ def test_windows_logged_by_the_scoring_server(
     try:
         _wait_rows(store, name, t0, t2, 150 + 2400)
         assert record_feedback(store, truth, model_name=name) == 150
-        tracker = MonitoringTracker(mlflow_server)
-        clean = run_window(name, Window(t0, t1), store=store, tracker=tracker, config=CONFIG)
-        drifted = run_window(name, Window(t1, t2), store=store, tracker=tracker, config=CONFIG)
+        registry, records = ports(mlflow_server)
+        clean = run_window(
+            name, Window(t0, t1), store=store, registry=registry, records=records, config=CONFIG
+        )
+        drifted = run_window(
+            name, Window(t1, t2), store=store, registry=registry, records=records, config=CONFIG
+        )
     finally:
         store.close()
     assert clean.rows == 1350 and clean.version == version

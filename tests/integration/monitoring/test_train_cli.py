@@ -23,9 +23,9 @@ from modelloop.contract.registry import RESOLVED_CONFIG_PATH, TAG_RETRAIN_CAUSE,
 from modelloop.monitoring.config import ModelMonitorConfig, RetrainPolicy
 from modelloop.monitoring.job import run_window
 from modelloop.monitoring.retrain import SubprocessRetrainer
-from modelloop.monitoring.tracking import MonitoringTracker
 from modelloop.monitoring.trigger import Decision
 from modelloop.monitoring.window import Window
+from tests.integration.monitoring.conftest import ports
 
 CONFIG = """
 model_name: {name}
@@ -92,11 +92,13 @@ def test_persistent_drift_retrains_with_the_serving_config(mlflow_server: str, t
     config = ModelMonitorConfig(
         retrain=RetrainPolicy(consecutive_windows=1, min_rows=1000, cooldown_seconds=0)
     )
+    registry, records = ports(mlflow_server)
     outcome = run_window(
         name,
         window,
         store=store,
-        tracker=MonitoringTracker(mlflow_server),
+        registry=registry,
+        records=records,
         config=config,
         retrainer=retrainer,
     )

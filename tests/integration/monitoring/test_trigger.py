@@ -15,6 +15,7 @@ import pytest
 
 from modelloop.contract.predlog import SqlPredictionLog
 from modelloop.contract.registry import (
+    TAG_QUALITY_BREACHED,
     TAG_RETRAIN_CAUSE,
     TAG_RETRAIN_DECISION,
     TAG_RETRAIN_FIRED_AT,
@@ -24,7 +25,6 @@ from modelloop.monitoring.config import DriftRules, ModelMonitorConfig, RetrainP
 from modelloop.monitoring.feedback import record_feedback
 from modelloop.monitoring.job import run_window
 from modelloop.monitoring.retrain import SubprocessRetrainer
-from modelloop.monitoring.tracking import TAG_QUALITY_BREACHED, MonitoringTracker
 from modelloop.monitoring.trigger import Decision
 from modelloop.monitoring.window import Window
 from tests.integration.monitoring.conftest import (
@@ -32,7 +32,9 @@ from tests.integration.monitoring.conftest import (
     TRAINING_CONFIG,
     WINDOW,
     Monitored,
+    ports,
     register_monitored,
+    run_ids,
     window_batches,
     write,
 )
@@ -61,7 +63,7 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
     trigger_model: Monitored, mlflow_server: str, tmp_path: Path
 ) -> None:
     store = SqlPredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     retrainer = SubprocessRetrainer(tmp_path / "retraining", command=(sys.executable, "-c", RECORDER))
     name, version = trigger_model.model.name, trigger_model.model.version
     windows = [Window(T0 + i * WINDOW, T0 + (i + 1) * WINDOW) for i in range(6)]
@@ -76,7 +78,8 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
             name,
             windows[i],
             store=store,
-            tracker=tracker,
+            registry=registry,
+            records=records,
             config=config,
             retrainer=retrainer if retrain else None,
         )
@@ -90,7 +93,13 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
 
     assert run(0) is Decision.NOT_PERSISTENT
     first = run_window(
-        name, windows[1], store=store, tracker=tracker, config=long_cooldown, retrainer=retrainer
+        name,
+        windows[1],
+        store=store,
+        registry=registry,
+        records=records,
+        config=long_cooldown,
+        retrainer=retrainer,
     )
     assert first.decision.decision is Decision.FIRED and first.launch is not None
     assert first.decision.cause == f"drift:{version}:{windows[0].id}"
@@ -117,7 +126,7 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
 
     assert run(2) is Decision.ALREADY_FIRED  # the streak goes on: same cause
     assert run(1) is Decision.ALREADY_FIRED  # re-running the window that fired does not fire again
-    (rerun_id,) = tracker.window_runs(name, windows[1].id)
+    (rerun_id,) = run_ids(records, name, windows[1].id)
     rerun_tags = client.get_run(rerun_id).data.tags
     assert (
         rerun_tags[TAG_RETRAIN_DECISION] == "fired"
@@ -130,10 +139,10 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
     assert run(5, _config(cooldown=0), retrain=False) is Decision.SUPPRESSED
     assert run(5, _config(cooldown=0)) is Decision.FIRED
     assert client.get_registered_model(name).tags[TAG_RETRAIN_CAUSE] == f"drift:{version}:{windows[4].id}"
-    assert retrainer.running() == 0 or retrainer.wait(tracker.window_runs(name, windows[5].id)[0], 60) == 0
+    assert retrainer.running() == 0 or retrainer.wait(run_ids(records, name, windows[5].id)[0], 60) == 0
 
     fired = client.search_runs(
-        [tracker.experiment_id()],
+        [records.experiment_id()],
         f"tags.`modelloop.monitor.model` = '{name}' and tags.`{TAG_RETRAIN_DECISION}` = 'fired'",
     )
     assert sorted(r.data.tags[TAG_RETRAIN_CAUSE] for r in fired) == sorted(
@@ -147,7 +156,7 @@ def test_quality_below_its_floor_fires_once(monitored: Monitored, mlflow_server:
     with a quality cause, a window with too few labels does not count, and the next breached window is the
     same cause (not fired again)."""
     store = SqlPredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
-    tracker = MonitoringTracker(mlflow_server)
+    registry, records = ports(mlflow_server)
     retrainer = SubprocessRetrainer(tmp_path / "retraining", command=(sys.executable, "-c", RECORDER))
     name, version = monitored.model.name, monitored.model.version
     windows = [Window(T0 + i * WINDOW, T0 + (i + 1) * WINDOW) for i in (40, 41, 42)]
@@ -166,7 +175,10 @@ def test_quality_below_its_floor_fires_once(monitored: Monitored, mlflow_server:
         retrain=RetrainPolicy(quality_floor=0.9, min_labels=100, min_rows=500, cooldown_seconds=0)
     )
     outcomes = [
-        run_window(name, w, store=store, tracker=tracker, config=config, retrainer=retrainer) for w in windows
+        run_window(
+            name, w, store=store, registry=registry, records=records, config=config, retrainer=retrainer
+        )
+        for w in windows
     ]
     store.close()
     few, fired, same = outcomes

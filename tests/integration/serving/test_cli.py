@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelloop.cli import cli
+from modelloop.client import ScoringClient
 from modelloop.contract.predlog import SqlPredictionLog
-from modelloop.serving.client import ScoringClient
 
 from .conftest import REF, Models
 from .test_swap import wait_for

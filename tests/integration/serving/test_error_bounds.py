@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
+from modelloop.client import ScoringClient, build_request
 from modelloop.contract.errors import InvalidInputError, NotFoundError
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelloop.serving.client import ScoringClient, build_request
+from modelloop.contract.wire.status import MAX_DETAILS_BYTES, bounded_details, error_for
 from modelloop.serving.errors import CLIP_LENGTH, CLIP_MARK, clip, clip_names
-from modelloop.serving.status import MAX_DETAILS_BYTES, bounded_details, error_for
 
 from .conftest import MIXED, REF, Models, RunningServer, mixed_frame, settings_for
 

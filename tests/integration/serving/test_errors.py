@@ -13,13 +13,12 @@ import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelloop.client import OversizedInputError, ScoringClient, build_request
 from modelloop.contract.errors import ConfigError, InvalidInputError, NotFoundError, UnavailableError
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from modelloop.contract.wire._generated.modelloop.admin.v1 import admin_pb2 as admin_pb
-from modelloop.serving.client import ScoringClient, build_request
 from modelloop.serving.core import InferenceCore
-from modelloop.serving.errors import OversizedInputError
 from modelloop.serving.grpc_server import ScoringServer
 from modelloop.serving.hosting import ModelHost
 from modelloop.serving.metrics import ServingMetrics

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelloop.client import ScoringClient, build_request
 from modelloop.contract.errors import UnavailableError
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelloop.serving.client import ScoringClient, build_request
+from modelloop.contract.wire.names import REQUEST_ID_HEADER
 from modelloop.serving.core import InferenceCore
-from modelloop.serving.grpc_server import REQUEST_ID_HEADER, ScoringServer, ServerOptions
+from modelloop.serving.grpc_server import ScoringServer, ServerOptions
 from modelloop.serving.hosting import BatchingConfig, ModelHost
 from modelloop.serving.metrics import ServingMetrics
 from modelloop.serving.model_host import LoadedModel

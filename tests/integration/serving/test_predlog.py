@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
+from modelloop.client import ScoringClient
 from modelloop.contract.predlog import Feedback, SqlPredictionLog
-from modelloop.serving.client import ScoringClient
 
 from .conftest import REF, Models
 from .test_swap import wait_for

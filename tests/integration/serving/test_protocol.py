@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelloop.client import ScoringClient
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from modelloop.serving.client import ScoringClient
-from modelloop.serving.codec import encode_raw, fill_contents
+from modelloop.contract.wire.codec import encode_raw, fill_contents
 
 from . import wire
 from .conftest import ADMIN_TOKEN, MIXED, REF, REG, Models, mixed_frame
@@ -73,7 +73,7 @@ def test_metadata_comes_from_the_signature(stub, models: Models) -> None:  # typ
 def _numeric_request(models: Models, datatype: str, *, raw: bool) -> pb.ModelInferRequest:
     rows = models.rows(4)
     request = pb.ModelInferRequest(model_name=REF, id=f"dt-{datatype}")
-    from modelloop.serving.codec import DATATYPES
+    from modelloop.contract.wire.codec import DATATYPES
 
     dtype = np.dtype(DATATYPES[datatype][0])
     for name in rows.columns:

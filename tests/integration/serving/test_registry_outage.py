@@ -27,9 +27,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelloop.client import ScoringClient
 from modelloop.contract.errors import UnavailableError
 from modelloop.deploy.mlflow_server import free_port
-from modelloop.serving.client import ScoringClient
 
 from .conftest import ADMIN_TOKEN, REF, Models
 from .test_swap import wait_for
@@ -228,11 +228,16 @@ def test_wait_for_registry_keeps_health_not_serving_then_serves_once_mlflow_answ
 ) -> None:
     server = serve(f"{REF}@production", relay.url, "--wait-for-registry")
     _not_serving(server)
-    time.sleep(4)  # a few attempts against the closed port
+    # the first attempt against the closed port has failed and the server waits (MLflow's own HTTP retries
+    # come first, so how long that takes depends on the machine's load: wait for the line, not a fixed time)
+    wait_for(
+        lambda: "waiting for the registry" in server.stderr() or server.proc.poll() is not None,
+        timeout=60,
+        what="the first failed attempt",
+    )
     assert server.proc.poll() is None, server.stderr()
     assert server.health() == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not server.port_file.exists()
-    assert "waiting for the registry" in server.stderr()
     relay.forward()
     wait_for(lambda: server.port_file.exists() or server.proc.poll() is not None, timeout=90, what="ready")
     assert server.proc.poll() is None, server.stderr()

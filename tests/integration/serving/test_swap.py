@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
+from modelloop.client import ModelLoadError, ScoringClient
 from modelloop.contract.errors import NotFoundError
 from modelloop.contract.predlog import SqlPredictionLog
-from modelloop.serving.client import ScoringClient
-from modelloop.serving.errors import ModelLoadError
 
 from .conftest import ADMIN_TOKEN, REF, Models
 

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modelloop.client import ScoringClient
 from modelloop.contract.errors import ConfigError, UnavailableError
-from modelloop.serving.client import ScoringClient
 
 from .conftest import REF, Models
 

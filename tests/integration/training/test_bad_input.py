@@ -74,7 +74,7 @@ def test_bad_data_leaves_nothing_behind(
     path = write_csv(tmp_path / "rows.csv", frame)
     config = tiny_config(model_name, dataset={"path": str(path)}, **changes)
     with pytest.raises(error) as err:
-        run_training(config, tracking_uri=tracking_uri, progress=False)
+        run_training(config, tracking_uri=tracking_uri)
     assert message in str(err.value)
     client = MlflowClient(tracking_uri)
     assert_nothing_registered(client, model_name)
@@ -83,7 +83,7 @@ def test_bad_data_leaves_nothing_behind(
 
 def test_unreachable_mlflow_is_unavailable(model_name: str) -> None:
     with pytest.raises(UnavailableError, match=r"cannot reach MLflow at http://127\.0\.0\.1:\d+"):
-        run_training(tiny_config(model_name), tracking_uri=f"http://127.0.0.1:{free_port()}", progress=False)
+        run_training(tiny_config(model_name), tracking_uri=f"http://127.0.0.1:{free_port()}")
 
 
 def test_unreachable_databases_are_unavailable(tracking_uri: str, model_name: str, postgres_url: str) -> None:
@@ -92,11 +92,11 @@ def test_unreachable_databases_are_unavailable(tracking_uri: str, model_name: st
     dead = sa.make_url(postgres_url).set(port=free_port()).render_as_string(hide_password=False)
     sql = tiny_config(model_name, dataset={"query": "SELECT 1 AS a, 0 AS target", "url": dead})
     with pytest.raises(UnavailableError, match="cannot reach the dataset database") as err:
-        run_training(sql, tracking_uri=tracking_uri, progress=False)
+        run_training(sql, tracking_uri=tracking_uri)
     assert "modelloop-test" not in str(err.value)  # the password is never shown
     storage = tiny_config(model_name, study__storage=dead)
     with pytest.raises(UnavailableError, match="cannot reach the Optuna storage") as err:
-        run_training(storage, tracking_uri=tracking_uri, progress=False)
+        run_training(storage, tracking_uri=tracking_uri)
     assert "modelloop-test" not in str(err.value)
     assert_nothing_registered(MlflowClient(tracking_uri), model_name)
 
@@ -104,14 +104,14 @@ def test_unreachable_databases_are_unavailable(tracking_uri: str, model_name: st
 def test_sql_query_error_names_the_query(tracking_uri: str, model_name: str, postgres_url: str) -> None:
     bad = tiny_config(model_name, dataset={"query": "SELECT * FROM no_such_table", "url": postgres_url})
     with pytest.raises(InvalidInputError, match=r"dataset\.query failed"):
-        run_training(bad, tracking_uri=tracking_uri, progress=False)
+        run_training(bad, tracking_uri=tracking_uri)
 
 
 def test_a_refused_alias_leaves_no_version_behind(tracking_uri: str, model_name: str) -> None:
     # MLflow reserves `latest`; the version is created first, then removed again with its registered model
     config = tiny_config(model_name, promotion__policy="auto", promotion__alias="latest")
     with pytest.raises(ConfigError, match=r"promotion\.alias: MLflow refuses the alias 'latest'"):
-        run_training(config, tracking_uri=tracking_uri, progress=False)
+        run_training(config, tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     assert_nothing_registered(client, model_name)
     runs = client.search_runs(
@@ -128,7 +128,7 @@ def test_a_deleted_experiment_is_named(tracking_uri: str, model_name: str, tmp_p
     with pytest.raises(
         InvalidInputError, match=f"the MLflow experiment '{model_name}' is deleted; restore it"
     ):
-        run_training(config, tracking_uri=tracking_uri, progress=False)
+        run_training(config, tracking_uri=tracking_uri)
     assert not (tmp_path / "optuna.db").exists()  # refused before the study was created
     assert_nothing_registered(client, model_name)
     deleted = client.get_experiment_by_name(model_name)

@@ -84,7 +84,7 @@ def test_two_workers_share_one_study(
 
     # the final training finds the study full, runs no trial, and records and registers under the same run
     final = load_config(config_path, [f"study.n_trials={len(trials)}", "study.timeout=null"])
-    result = run_training(final, tracking_uri=tracking_uri, progress=False)
+    result = run_training(final, tracking_uri=tracking_uri)
     assert result.run_id == parent and result.trials_run == 0
     assert result.version == "1"
     run = client.get_run(parent)

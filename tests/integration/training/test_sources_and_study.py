@@ -76,7 +76,7 @@ def test_sql_query_with_a_time_split_and_a_stump_baseline(
         split={"kind": "time", "time_column": "ts", "test_size": 0.25},
         baseline={"name": "decision_stump"},
     )
-    result = run_training(config, tracking_uri=tracking_uri, progress=False)
+    result = run_training(config, tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     run = client.get_run(result.run_id)
 
@@ -122,7 +122,7 @@ def test_parquet_regression_with_a_linear_baseline(
         baseline={"name": "linear"},
         study={"n_trials": 2, "pruner": "none"},
     )
-    result = run_training(config, tracking_uri=tracking_uri, progress=False)
+    result = run_training(config, tracking_uri=tracking_uri)
     run = MlflowClient(tracking_uri).get_run(result.run_id)
     assert run.data.params["baseline"] == "linear"
     assert run.data.params[PARAM_TASK] == "regression"
@@ -151,7 +151,7 @@ def test_median_pruner_stops_staged_trials(tracking_uri: str, model_name: str) -
         },
         study={"n_trials": 14},
     )
-    result = run_training(config, tracking_uri=tracking_uri, progress=False)
+    result = run_training(config, tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     runs = nested_runs(client, result.run_id)
     assert len(runs) == 14
@@ -178,7 +178,6 @@ def test_parallel_trials_and_a_resumed_sqlite_study(
     first = run_training(
         tiny_config(model_name, study={"n_trials": 4, "n_jobs": 2, "storage": storage}),
         tracking_uri=tracking_uri,
-        progress=False,
     )
     assert first.trials_run == 4
     client = MlflowClient(tracking_uri)

@@ -42,7 +42,7 @@ from tests.integration.training.conftest import tiny_config
 
 def test_training_records_everything_and_registers_a_version(tracking_uri: str, model_name: str) -> None:
     config = tiny_config(model_name, study__n_trials=4)
-    result = run_training(config, tracking_uri=tracking_uri, triggered_by="monitoring-run-42", progress=False)
+    result = run_training(config, tracking_uri=tracking_uri, triggered_by="monitoring-run-42")
     client = MlflowClient(tracking_uri)
 
     run = client.get_run(result.run_id)
@@ -133,11 +133,11 @@ def test_auto_promotion_production_then_challenger_and_gate_failure(
 ) -> None:
     client = MlflowClient(tracking_uri)
     auto = {"promotion__policy": "auto"}
-    first = run_training(tiny_config(model_name, **auto), tracking_uri=tracking_uri, progress=False)
+    first = run_training(tiny_config(model_name, **auto), tracking_uri=tracking_uri)
     assert first.gate_passed and first.promoted_alias == PRODUCTION_ALIAS
     assert client.get_model_version_by_alias(model_name, PRODUCTION_ALIAS).version == first.version
 
-    second = run_training(tiny_config(model_name, **auto), tracking_uri=tracking_uri, progress=False)
+    second = run_training(tiny_config(model_name, **auto), tracking_uri=tracking_uri)
     assert second.gate_passed and second.promoted_alias == CHALLENGER_ALIAS
     run = client.get_run(second.run_id)
     # the production version was scored on the same test rows as the new model
@@ -153,7 +153,7 @@ def test_auto_promotion_production_then_challenger_and_gate_failure(
 
     # a model that cannot beat the baseline by the required margin fails the gate: registered, no alias moved
     strict = tiny_config(model_name, promotion__policy="auto", promotion__min_improvement_over_baseline=0.9)
-    third = run_training(strict, tracking_uri=tracking_uri, progress=False)
+    third = run_training(strict, tracking_uri=tracking_uri)
     assert third.gate_passed is False and third.promoted_alias is None
     tags = client.get_model_version(model_name, third.version).tags
     assert tags[TAG_GATE] == "failed"
@@ -164,7 +164,7 @@ def test_auto_promotion_production_then_challenger_and_gate_failure(
 def test_configured_alias_and_weaker_model_against_production(tracking_uri: str, model_name: str) -> None:
     client = MlflowClient(tracking_uri)
     strong = tiny_config(model_name, promotion__policy="auto", promotion__alias=PRODUCTION_ALIAS)
-    first = run_training(strong, tracking_uri=tracking_uri, progress=False)
+    first = run_training(strong, tracking_uri=tracking_uri)
     assert first.promoted_alias == PRODUCTION_ALIAS
 
     # one tiny tree beats the baseline but trails production on the same test rows: no alias moves
@@ -178,7 +178,7 @@ def test_configured_alias_and_weaker_model_against_production(tracking_uri: str,
         promotion__policy="auto",
         promotion__alias=PRODUCTION_ALIAS,
     )
-    second = run_training(weak, tracking_uri=tracking_uri, progress=False)
+    second = run_training(weak, tracking_uri=tracking_uri)
     assert second.gate_passed is False and second.promoted_alias is None
     assert second.metrics["roc_auc"] > second.baseline_metrics["roc_auc"]
     tags = client.get_model_version(model_name, second.version).tags
@@ -192,7 +192,7 @@ def test_configured_alias_and_weaker_model_against_production(tracking_uri: str,
     other_columns = tiny_config(
         model_name, dataset__features=["mean_radius", "mean_texture"], promotion__policy="auto"
     )
-    third = run_training(other_columns, tracking_uri=tracking_uri, progress=False)
+    third = run_training(other_columns, tracking_uri=tracking_uri)
     assert third.gate_passed is False and third.promoted_alias is None
     reasons = client.get_model_version(model_name, third.version).tags[TAG_GATE_REASONS]
     assert f"production version {first.version} cannot score this test set" in reasons

@@ -59,12 +59,16 @@ def test_duplicate_names_rejected() -> None:
 
 
 def test_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"bindings file .*missing\.yaml does not exist"):
         load_bindings(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("bindings: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line \d+\)"):
         load_bindings(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- {name: a, model: m}\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_bindings(listed)
     good = tmp_path / "good.yaml"
     good.write_text("bindings:\n  - {name: a, model: m}\n")
     assert load_bindings(good)[0].model == "m"

@@ -1,7 +1,7 @@
-"""`deploy.retrain_job.KubernetesJobRetrainer` through the real `kubernetes` client against a fake API server
-on loopback: the ConfigMap and Job it creates (validated against the 1.30 and newest schemas), the owner
-reference, refusals and outages as clear `UnavailableError`s that never quote the config, template checks,
-and `modelloop monitor` choosing it when MODELLOOP_RETRAIN_JOB_TEMPLATE is set."""
+"""`deploy.kubernetes.retrain_job.KubernetesJobRetrainer` through the real `kubernetes` client against a fake
+API server on loopback: the ConfigMap and Job it creates (validated against the 1.30 and newest schemas), the
+owner reference, refusals and outages as clear `UnavailableError`s that never quote the config, template
+checks, and `modelloop monitor` choosing it when MODELLOOP_RETRAIN_JOB_TEMPLATE is set."""
 
 from __future__ import annotations
 
@@ -20,14 +20,8 @@ from kubernetes.client import ApiClient, Configuration
 
 from modelloop.cli import cli
 from modelloop.contract.errors import ConfigError, UnavailableError
-from modelloop.deploy.retrain_job import (
-    CONFIG_PATH,
-    KubernetesJobRetrainer,
-    check_job_template,
-    cluster_retrainer,
-    connect,
-    load_job_template,
-)
+from modelloop.deploy.kubernetes.retrain_job import KubernetesJobRetrainer, cluster_retrainer, connect
+from modelloop.deploy.kubernetes.retrain_template import CONFIG_PATH, check_job_template, load_job_template
 from modelloop.monitoring.retrain import Retrainer, RetrainRequest
 
 from .fake_kube_http import FakeKubeApiServer, write_kubeconfig
@@ -259,7 +253,7 @@ def test_unreachable_api_is_unavailable() -> None:
 
 def test_a_lost_owner_patch_still_launches(kube: FakeKubeApiServer, caplog: pytest.LogCaptureFixture) -> None:
     kube.refuse("PATCH", "configmaps", 403, message="configmaps is forbidden")
-    with caplog.at_level(logging.WARNING, logger="modelloop.deploy.retrain_job"):
+    with caplog.at_level(logging.WARNING, logger="modelloop.deploy.kubernetes.retrain_job"):
         launch = retrainer(kube).launch(request())
     assert launch.details["job"] == one(kube, "Job")["metadata"]["name"]
     assert "ownerReferences" not in one(kube, "ConfigMap")["metadata"]

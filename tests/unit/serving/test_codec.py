@@ -10,7 +10,8 @@ import pytest
 
 from modelloop.contract.errors import InvalidInputError
 from modelloop.contract.wire._generated.inference import grpc_predict_v2_pb2 as pb
-from modelloop.serving.codec import DATATYPES, decode_inputs, encode_raw, fill_contents, numpy_datatype
+from modelloop.contract.wire.codec import DATATYPES, encode_raw, fill_contents, numpy_datatype
+from modelloop.serving.codec import decode_inputs
 
 VALUES = {
     "BOOL": np.array([True, False, True]),

@@ -1,12 +1,18 @@
-"""The gate's verdict against the baseline and production, and which alias a version gets."""
+"""The gate's verdict against the baseline and production, which alias a version gets, and a registry that
+cannot be reached (an error, never "no production version")."""
 
 from __future__ import annotations
 
+import socket
+
+import pandas as pd
 import pytest
 
+from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+from modelloop.contract.errors import UnavailableError
 from modelloop.contract.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS
 from modelloop.training.config import PromotionConfig
-from modelloop.training.gate import Production, decide
+from modelloop.training.gate import Production, decide, score_production
 from modelloop.training.registration import choose_alias
 
 
@@ -90,3 +96,19 @@ def test_alias_choice(
         choose_alias(policy=policy, configured=configured, passed=passed, has_production=has_production)
         == alias
     )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_registry_is_an_error_not_no_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    registry = MlflowModelRegistry(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(UnavailableError, match="unreachable while resolving m@production"):
+        score_production(
+            registry, "m", pd.DataFrame({"a": [1.0]}), pd.Series([1]), task="classification", metric="roc_auc"
+        )

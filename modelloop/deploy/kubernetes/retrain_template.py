@@ -1,0 +1,212 @@
+"""The retraining Job's template and the objects made from it: the checks a template must pass, and per
+retraining the ConfigMap holding the training config and the Job that runs the training.
+
+Used by `retrain_job.KubernetesJobRetrainer` (which creates these objects) and, through it, by the Helm
+chart's agreement tests (`<fullname>-retrain-job` ConfigMap, key `job.yaml`). The Job is a deep copy of the
+template (its `generateName` kept): the training container's `--config` points at the ConfigMap mounted at
+`CONFIG_DIR`, `--triggered-by <monitoring run id>` is appended (and `--tracking-uri` when the container has no
+MLflow tracking env of its own), and labels and annotations name the model, version and monitoring run. A
+template that cannot work is a `ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import posixpath
+import re
+from pathlib import Path
+from typing import Any
+
+from modelloop.contract.config_files import read_yaml_mapping
+from modelloop.contract.errors import ConfigError
+from modelloop.monitoring.retrain import RetrainRequest
+
+from .manifests import MODEL_ANNOTATION, VERSION_ANNOTATION, Manifest
+
+log = logging.getLogger(__name__)
+
+CONFIG_VOLUME = "training-config"
+CONFIG_DIR = "/etc/modelloop/training"
+CONFIG_KEY = "config.yaml"
+CONFIG_PATH = posixpath.join(CONFIG_DIR, CONFIG_KEY)
+TRAIN_CONTAINER = "train"
+
+MODEL_LABEL = "modelloop.io/model"
+MONITORING_RUN_LABEL = "modelloop.io/monitoring-run"
+MONITORING_RUN_ANNOTATION = "modelloop.io/monitoring-run"
+TRAINING_RUN_ANNOTATION = "modelloop.io/training-run"
+CAUSE_ANNOTATION = "modelloop.io/retrain-cause"
+
+#: Env names that give the training container its tracking server (then no `--tracking-uri` is added).
+TRACKING_ENV = frozenset({"MLFLOW_TRACKING_URI", "MODELLOOP_TRACKING_URI"})
+
+
+def _label_value(text: str) -> str:
+    """`text` as a valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63].strip("-_.")
+
+
+def _dns_part(text: str, limit: int) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:limit].strip("-") or "model"
+
+
+def _option_removed(args: list[str], flag: str) -> list[str]:
+    """`args` without `flag VALUE` and `flag=VALUE`."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def _train_container(pod: Manifest) -> Manifest:
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise ConfigError("retraining Job template: spec.template.spec.containers is empty")
+    named = [c for c in containers if isinstance(c, dict) and c.get("name") == TRAIN_CONTAINER]
+    if named:
+        return named[0]
+    if len(containers) == 1 and isinstance(containers[0], dict):
+        return containers[0]
+    raise ConfigError(
+        f"retraining Job template: several containers and none named {TRAIN_CONTAINER!r} (the training one)"
+    )
+
+
+def check_job_template(template: Any) -> Manifest:
+    """`template` if it can be launched as a retraining Job, else `ConfigError` naming the field."""
+    if not isinstance(template, dict):
+        raise ConfigError("retraining Job template: not a YAML mapping")
+    if template.get("apiVersion") != "batch/v1" or template.get("kind") != "Job":
+        raise ConfigError("retraining Job template: apiVersion/kind must be batch/v1 Job")
+    meta = template.get("metadata")
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("generateName"), str)
+        or not meta["generateName"]
+    ):
+        raise ConfigError(
+            "retraining Job template: metadata.generateName is required (every retraining is a new Job)"
+        )
+    if "name" in meta:
+        raise ConfigError("retraining Job template: metadata.name is not allowed (use generateName)")
+    pod = ((template.get("spec") or {}).get("template") or {}).get("spec")
+    if not isinstance(pod, dict):
+        raise ConfigError("retraining Job template: spec.template.spec is missing")
+    container = _train_container(pod)
+    if not isinstance(container.get("args", []), list):
+        raise ConfigError("retraining Job template: the training container's args must be a list")
+    if "ttlSecondsAfterFinished" not in template["spec"]:
+        log.warning(
+            "the retraining Job template has no spec.ttlSecondsAfterFinished: finished Jobs and their "
+            "config ConfigMaps stay until deleted by hand"
+        )
+    return template
+
+
+def load_job_template(path: Path) -> Manifest:
+    """The Job template in the YAML file `path`; `ConfigError` when it is missing or cannot work."""
+    return check_job_template(read_yaml_mapping(path, what="retraining Job template"))
+
+
+class RetrainJobTemplate:
+    """A checked Job template and the namespace its Jobs go to: makes each retraining's objects."""
+
+    def __init__(self, template: Manifest, *, namespace: str) -> None:
+        if not namespace:
+            raise ConfigError("retraining namespace is empty (MODELLOOP_RETRAIN_NAMESPACE)")
+        self.template = copy.deepcopy(check_job_template(template))
+        self.namespace = namespace
+
+    def config_map_name(self, request: RetrainRequest) -> str:
+        """`<generateName><model>-<monitoring run id[:8]>`, a valid object name."""
+        prefix = _dns_part(self.template["metadata"]["generateName"], 160)
+        run = _dns_part(request.monitoring_run_id, 8)
+        return f"{prefix}-{_dns_part(request.model_name, 40)}-{run}"
+
+    def _labels(self, request: RetrainRequest) -> dict[str, str]:
+        return {
+            MODEL_LABEL: _label_value(request.model_name) or "model",
+            MONITORING_RUN_LABEL: _label_value(request.monitoring_run_id) or "run",
+        }
+
+    @staticmethod
+    def _annotations(request: RetrainRequest) -> dict[str, str]:
+        return {
+            MODEL_ANNOTATION: request.model_name,
+            VERSION_ANNOTATION: request.model_version,
+            MONITORING_RUN_ANNOTATION: request.monitoring_run_id,
+            TRAINING_RUN_ANNOTATION: request.training_run_id,
+            CAUSE_ANNOTATION: request.cause,
+        }
+
+    def config_map(self, request: RetrainRequest) -> Manifest:
+        """The ConfigMap holding the training config (its owner is set once the Job exists)."""
+        template_labels = self.template["metadata"].get("labels") or {}
+        labels = {k: v for k, v in template_labels.items() if k.startswith("app.kubernetes.io/")}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.config_map_name(request),
+                "namespace": self.namespace,
+                "labels": {**labels, **self._labels(request)},
+                "annotations": self._annotations(request),
+            },
+            "data": {CONFIG_KEY: request.config_text},
+        }
+
+    def job(self, request: RetrainRequest, config_map: str) -> Manifest:
+        """The Job for `request`: the template with the config volume, arguments, labels and annotations."""
+        job = copy.deepcopy(self.template)
+        meta = job["metadata"]
+        meta["namespace"] = self.namespace
+        meta["labels"] = {**(meta.get("labels") or {}), **self._labels(request)}
+        meta["annotations"] = {**(meta.get("annotations") or {}), **self._annotations(request)}
+        pod_meta = job["spec"]["template"].setdefault("metadata", {})
+        pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **self._labels(request)}
+        pod = job["spec"]["template"]["spec"]
+        container = _train_container(pod)
+        args = [str(a) for a in container.get("args") or []]
+        for flag in ("--config", "--triggered-by"):
+            args = _option_removed(args, flag)
+        args += ["--config", CONFIG_PATH]
+        env_names = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
+        if not env_names & TRACKING_ENV:
+            args = [*_option_removed(args, "--tracking-uri"), "--tracking-uri", request.tracking_uri]
+        container["args"] = [*args, "--triggered-by", request.monitoring_run_id]
+        mounts = [
+            m
+            for m in container.get("volumeMounts") or []
+            if m.get("name") != CONFIG_VOLUME and m.get("mountPath") != CONFIG_DIR
+        ]
+        container["volumeMounts"] = [
+            *mounts,
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+        ]
+        volumes = [v for v in pod.get("volumes") or [] if v.get("name") != CONFIG_VOLUME]
+        pod["volumes"] = [
+            *volumes,
+            {
+                "name": CONFIG_VOLUME,
+                "configMap": {"name": config_map, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+            },
+        ]
+        return job
+
+
+__all__ = [
+    "CONFIG_DIR",
+    "CONFIG_KEY",
+    "CONFIG_PATH",
+    "CONFIG_VOLUME",
+    "RetrainJobTemplate",
+    "check_job_template",
+    "load_job_template",
+]

@@ -1,0 +1,1 @@
+"""The contract suites: one suite per port, run over every implementation of it."""
