@@ -26,7 +26,8 @@ from modelloop.cli.wiring import (
     needs_target,
     wire_controller,
 )
-from modelloop.contract.errors import ConfigError, ModelloopError
+from modelloop.contract.config_files import read_secret_file
+from modelloop.contract.errors import ModelloopError
 from modelloop.contract.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -39,15 +40,7 @@ CONTROLLER_BOUNDS = MlflowBounds(retries=1, backoff_factor=1, timeout=10)
 
 
 def _read_secret(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read webhook secret file {path}: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"webhook secret file {path} is empty")
-    return secret
+    return None if path is None else read_secret_file(path, what="webhook secret file")
 
 
 @click.command()

@@ -32,7 +32,7 @@ import yaml
 
 from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.cli.demo_data import SHIFT_FACTOR, TARGET, DemoData, TrainingTable, shifted_features, traffic
-from modelloop.cli.local_monitoring import LocalMonitoring, describe_outcome
+from modelloop.cli.local_monitoring import LocalMonitoring, describe_outcome, platform_monitoring
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
 from modelloop.cli.traffic import Labelled, TrafficGenerator, TrafficStats
 from modelloop.contract.errors import ModelloopError
@@ -235,16 +235,8 @@ class DemoLoop:
         )
 
         def monitoring(platform: LocalPlatform) -> LocalMonitoring:
-            self.monitoring = LocalMonitoring(
-                platform.deployed_models,
-                tracking_uri=platform.tracking_uri,
-                prediction_log_url=platform.prediction_log_url,
-                window=settings.monitor_window,
-                lag=settings.monitor_lag,
-                retrain_dir=platform.data_dir / "retraining",
-                config_file=settings.resolved_monitor_config(),
-                retrain_args=RETRAIN_OVERRIDES,
-                on_outcome=self._on_window,
+            self.monitoring = platform_monitoring(
+                platform, settings, retrain_args=RETRAIN_OVERRIDES, on_outcome=self._on_window
             )
             return self.monitoring
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from modelloop.cli.platform import LocalPlatform, PlatformSettings
     from modelloop.contract.model_registry import ModelRegistry
     from modelloop.contract.predlog.store import SqlPredictionLog
     from modelloop.monitoring.config import MonitorConfig
@@ -101,4 +102,26 @@ class LocalMonitoring:
         self.store.close()
 
 
-__all__ = ["LocalMonitoring", "describe_outcome"]
+def platform_monitoring(
+    platform: LocalPlatform,
+    settings: PlatformSettings,
+    *,
+    retrain_args: Sequence[str] = (),
+    on_outcome: Callable[[WindowOutcome], None] | None = None,
+) -> LocalMonitoring:
+    """The monitoring of a local platform (`modelloop up`, the demo): its deployed models, tracking server,
+    prediction log and data folder, with the window, lag and config of its settings."""
+    return LocalMonitoring(
+        platform.deployed_models,
+        tracking_uri=platform.tracking_uri,
+        prediction_log_url=platform.prediction_log_url,
+        window=settings.monitor_window,
+        lag=settings.monitor_lag,
+        retrain_dir=platform.data_dir / "retraining",
+        config_file=settings.resolved_monitor_config(),
+        retrain_args=retrain_args,
+        on_outcome=on_outcome,
+    )
+
+
+__all__ = ["LocalMonitoring", "describe_outcome", "platform_monitoring"]

@@ -65,7 +65,7 @@ def describe(platform: LocalPlatform) -> list[str]:
 @reports_errors
 def up(**flags: Any) -> None:
     """Start the whole local platform and keep it running until Ctrl-C."""
-    from modelloop.cli.local_monitoring import LocalMonitoring
+    from modelloop.cli.local_monitoring import LocalMonitoring, platform_monitoring
     from modelloop.deploy.bindings import load_bindings
 
     settings = PlatformSettings(**{k: v for k, v in flags.items() if v is not None})
@@ -78,15 +78,7 @@ def up(**flags: Any) -> None:
     click.echo(f"starting the local platform in {settings.data_dir.resolve()} ...", err=True)
 
     def monitoring(platform: LocalPlatform) -> LocalMonitoring:
-        return LocalMonitoring(
-            platform.deployed_models,
-            tracking_uri=platform.tracking_uri,
-            prediction_log_url=platform.prediction_log_url,
-            window=settings.monitor_window,
-            lag=settings.monitor_lag,
-            retrain_dir=platform.data_dir / "retraining",
-            config_file=settings.resolved_monitor_config(),
-        )
+        return platform_monitoring(platform, settings)
 
     platform = LocalPlatform(settings, bindings, monitor=monitoring)
     with platform:

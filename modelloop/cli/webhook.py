@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from modelloop.cli.errors import reports_errors
+from modelloop.contract.config_files import read_secret_file
 from modelloop.contract.errors import ConfigError
 from modelloop.contract.settings import CommonSettings
 
@@ -34,12 +35,7 @@ def register(url: str, secret_file: Path, tracking_uri: str | None, name: str) -
 
     overrides: dict[str, Any] = {"tracking_uri": tracking_uri} if tracking_uri else {}
     settings = CommonSettings(**overrides)
-    try:
-        secret = secret_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read secret file {secret_file}: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"secret file {secret_file} is empty")
+    secret = read_secret_file(secret_file, what="webhook secret file")
     if not url.startswith(("http://", "https://")):
         raise ConfigError("--url must start with http:// or https://")
     webhook_id = register_webhook(settings.tracking_uri, url=url, secret=secret, name=name)

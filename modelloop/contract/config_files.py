@@ -53,4 +53,16 @@ def describe_validation_error(exc: ValidationError, *, limit: int | None = None)
     return "; ".join(parts) + (f" (and {more} more problem(s))" if more > 0 else "")
 
 
-__all__ = ["describe_validation_error", "parse_yaml_mapping", "read_yaml_mapping"]
+def read_secret_file(path: Path, *, what: str) -> str:
+    """The secret a file holds (surrounding whitespace stripped); `ConfigError` naming the file, never its
+    content, when it cannot be read or is empty. `what` names its kind (e.g. "webhook secret file")."""
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{what} {path} is empty")
+    return secret
+
+
+__all__ = ["describe_validation_error", "parse_yaml_mapping", "read_secret_file", "read_yaml_mapping"]

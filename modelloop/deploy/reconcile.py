@@ -183,19 +183,7 @@ class Reconciler:
             self._queue_tags(
                 spec.model, version, {TAG_ROLLOUT_REASON: reason[:4000], TAG_ROLLOUT_BINDING: spec.name}
             )
-        self._queue_record(
-            RolloutRecord(
-                binding=spec.name,
-                model=spec.model,
-                from_version=actual.champion_version if actual else None,
-                to_version=spec.champion_version,
-                outcome=ROLLOUT_FAILED,
-                reason=reason,
-                timeline=timeline,
-            )
-        )
-        for version in new:  # the outcome last (see the module docstring)
-            self._queue_tags(spec.model, version, {TAG_ROLLOUT: ROLLOUT_FAILED})
+        self._finish_record(spec, actual, new, ROLLOUT_FAILED, timeline, reason=reason)
 
     def _record_success(
         self, spec: DeploymentSpec, actual: DeploymentState | None, timeline: list[tuple[float, str]]
@@ -209,18 +197,33 @@ class Reconciler:
                     self._queue_tags(spec.model, old, {TAG_ROLLOUT: ROLLOUT_RETIRED})
         for version in new:
             self._queue_tags(spec.model, version, {TAG_ROLLOUT_BINDING: spec.name, TAG_ROLLOUT_SINCE: since})
+        self._finish_record(spec, actual, new, ROLLOUT_SERVING, timeline)
+
+    def _finish_record(
+        self,
+        spec: DeploymentSpec,
+        actual: DeploymentState | None,
+        new: list[str],
+        outcome: str,
+        timeline: list[tuple[float, str]],
+        *,
+        reason: str = "",
+    ) -> None:
+        """Queue the rollout's record, then the outcome tag of each new version (the outcome last: see the
+        module docstring)."""
         self._queue_record(
             RolloutRecord(
                 binding=spec.name,
                 model=spec.model,
                 from_version=actual.champion_version if actual else None,
                 to_version=spec.champion_version,
-                outcome=ROLLOUT_SERVING,
+                outcome=outcome,
+                reason=reason,
                 timeline=timeline,
             )
         )
-        for version in new:  # the outcome last (see the module docstring)
-            self._queue_tags(spec.model, version, {TAG_ROLLOUT: ROLLOUT_SERVING})
+        for version in new:
+            self._queue_tags(spec.model, version, {TAG_ROLLOUT: outcome})
 
     def _repair_tags(self, spec: DeploymentSpec) -> None:
         """Level-triggered tags: a served version whose tags were lost (registry down then) gets them."""

@@ -123,22 +123,25 @@ class DynamicKubeApi:
     def _dict(obj: Any) -> Manifest | None:
         return None if obj is None else dict(obj.to_dict())
 
-    def apply(self, obj: Manifest) -> Manifest:
+    def _write(self, verb: str, obj: Manifest, method: str, **kwargs: Any) -> Manifest:
+        """One write of a whole object with the dynamic client's `method` (`verb` names it in errors), in the
+        object's own namespace (checked before anything is called)."""
         meta = obj["metadata"]
-        what = f"apply {obj['kind']} {meta['name']}"
+        what = f"{verb} {obj['kind']} {meta['name']}"
         namespace = self._namespace(what, meta.get("namespace"))
         res = self._resource(obj["apiVersion"], obj["kind"])
-        out = self._call(
-            what,
-            self._dyn.server_side_apply,
-            res,
-            body=obj,
-            name=meta["name"],
-            namespace=namespace,
+        call = getattr(self._dyn, method)
+        return self._dict(self._call(what, call, res, body=obj, namespace=namespace, **kwargs)) or {}
+
+    def apply(self, obj: Manifest) -> Manifest:
+        return self._write(
+            "apply",
+            obj,
+            "server_side_apply",
+            name=obj["metadata"]["name"],
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
-        return self._dict(out) or {}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         what = f"get {kind} {name}"
@@ -160,27 +163,10 @@ class DynamicKubeApi:
         self._call(what, self._dyn.delete, res, name=name, namespace=namespace)
 
     def create(self, obj: Manifest) -> Manifest:
-        meta = obj["metadata"]
-        what = f"create {obj['kind']} {meta['name']}"
-        namespace = self._namespace(what, meta.get("namespace"))
-        res = self._resource(obj["apiVersion"], obj["kind"])
-        out = self._call(what, self._dyn.create, res, body=obj, namespace=namespace)
-        return self._dict(out) or {}
+        return self._write("create", obj, "create")
 
     def replace(self, obj: Manifest) -> Manifest:
-        meta = obj["metadata"]
-        what = f"replace {obj['kind']} {meta['name']}"
-        namespace = self._namespace(what, meta.get("namespace"))
-        res = self._resource(obj["apiVersion"], obj["kind"])
-        out = self._call(
-            what,
-            self._dyn.replace,
-            res,
-            body=obj,
-            name=meta["name"],
-            namespace=namespace,
-        )
-        return self._dict(out) or {}
+        return self._write("replace", obj, "replace", name=obj["metadata"]["name"])
 
 
 __all__ = ["ConflictError", "DynamicKubeApi", "KubeApi", "api_client"]

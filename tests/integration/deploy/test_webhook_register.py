@@ -57,4 +57,4 @@ def test_register_rejects_bad_input(tmp_path: Path) -> None:
     result = runner.invoke(
         cli, ["webhook", "register", "--url", "ftp://x", "--secret-file", str(tmp_path / "no")]
     )
-    assert result.exit_code == 2 and "cannot read secret file" in result.output
+    assert result.exit_code == 2 and "cannot read webhook secret file" in result.output
