@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from modelloop.contract.registry import (
     TEST_METRIC_PREFIX,
 )
 from modelloop.training import run_training
+from modelloop.training.progress import StreamProgress
 from modelloop.training.trial_runs import TAG_TRIAL_STATE
 from tests.integration.training.conftest import tiny_config
 
@@ -187,7 +189,7 @@ def test_parallel_trials_and_a_resumed_sqlite_study(
     second = run_training(
         tiny_config(model_name, study={"n_trials": 6, "storage": storage}),
         tracking_uri=tracking_uri,
-        progress=True,
+        progress=StreamProgress(sys.stderr),
     )
     assert second.trials_run == 2 and second.run_id != first.run_id
     assert (first.version, second.version) == ("1", "2")
