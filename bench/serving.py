@@ -44,6 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from modelloop.contract.port_file import read_port_file
+
 DURATION = os.environ.get("BENCH_DURATION", "10")
 WARMUP_S = os.environ.get("BENCH_WARMUP", "2")
 SERVER_CPU = "0"
@@ -288,22 +290,23 @@ class Bench:
                "--port", "0", "--metrics-port", "0", "--port-file", str(port_file),
                "--tracking-uri", self.tracking_uri, "--prediction-log-url", log_url,
                "--log-level", "WARNING"]  # fmt: skip
-        # the URI in the environment too, as for `mlflow models serve` (and as deployments set it)
-        proc = _spawn(cmd, {**self.env, "MLFLOW_TRACKING_URI": self.tracking_uri})
+        # the tracking URI by flag only: the server must not need MLFLOW_TRACKING_URI to find its models
+        proc = _spawn(cmd, self.env)
         try:
-            _wait(lambda: json.loads(port_file.read_text())["grpc"], 180, OURS, proc)
-            ports = json.loads(port_file.read_text())
-            target = f"127.0.0.1:{ports['grpc']}"
+            _wait(lambda: read_port_file(port_file) is not None, 180, OURS, proc)
+            ports = read_port_file(port_file)
+            assert ports is not None and ports.metrics is not None
+            target = f"127.0.0.1:{ports.grpc}"
             url = f"http://{target}/inference.GRPCInferenceService/ModelInfer"
             for key in keys:
                 self.check(target, key)
-                before = _calls_by_code(ports["metrics"])
+                before = _calls_by_code(ports.metrics)
                 self.measure(name, key, url, self.bodies[key])
-                self._statuses(name, key, before, _calls_by_code(ports["metrics"]))
+                self._statuses(name, key, before, _calls_by_code(ports.metrics))
                 self.check(target, key)
             if log_url != "none":
-                dropped = _metric(ports["metrics"], "modelloop_serving_predlog_dropped_records_total")
-                written = _metric(ports["metrics"], "modelloop_serving_predlog_written_records_total")
+                dropped = _metric(ports.metrics, "modelloop_serving_predlog_dropped_records_total")
+                written = _metric(ports.metrics, "modelloop_serving_predlog_written_records_total")
                 self.notes.append(
                     f"prediction log: {written:.0f} records written by the end, {dropped:.0f} dropped"
                 )
