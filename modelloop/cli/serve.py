@@ -1,5 +1,7 @@
 """`modelloop serve`: parse the scoring server's settings once (flags over `MODELLOOP_*` environment), set up
-logging, and run `modelloop.serving.app.run` until SIGTERM (drain, then exit 0).
+logging, and run the scoring server until SIGTERM (drain, then exit 0): `modelloop.serving.app.run` in this
+process with `--workers 1`, else that many worker processes under a supervisor (`modelloop.serving.workers`;
+by default one per CPU the process may use).
 
 MLflow's client is bounded by `SERVE_BOUNDS`: against a registry that refuses connections serve fails in a
 few seconds, against a silent one in under 30 s (3 attempts of at most 8 s each), unless told to keep
@@ -9,7 +11,6 @@ leaves at once, without waiting for a load it abandoned (see `modelloop.serving.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -63,6 +64,12 @@ log = logging.getLogger(__name__)
 @click.option(
     "--unseen-categories", type=click.Choice(["reject", "pass"]), help="Unseen categories: reject or pass."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Server processes on the one port (default: the CPUs this process may use, from its affinity and "
+    "cgroup quota); 1: a single process.",
+)
 @click.option("--grace-period", type=float, help="Seconds in-flight calls get on SIGTERM (default 30).")
 @click.option(
     "--wait-for-registry/--no-wait-for-registry",
@@ -80,8 +87,8 @@ log = logging.getLogger(__name__)
 @reports_errors(mlflow=SERVE_BOUNDS)
 def serve(models: tuple[str, ...], **flags: Any) -> None:
     """Run the gRPC scoring server (Open Inference Protocol v2) for models from the MLflow registry."""
-    from modelloop.serving.app import run
     from modelloop.serving.settings import ServeSettings
+    from modelloop.serving.workers import serve as run_server
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     if models:
@@ -94,7 +101,7 @@ def serve(models: tuple[str, ...], **flags: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # OpenMP threads spin against each other on small batches
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
-    asyncio.run(run(settings))
+    run_server(settings)
     _leave_abandoned_work()
 
 

@@ -254,6 +254,7 @@ class LocalTarget(DeploymentTarget):
             "--metrics-port", "0",
             "--tracking-uri", self.tracking_uri,
             "--prediction-log-url", self.prediction_log_url or "none",
+            "--workers", "1",  # one process per server: the local platform's resource use stays as it was
         ]  # fmt: skip
         if self.token_file is not None:
             cmd += ["--token-file", str(self.token_file)]

@@ -12,6 +12,11 @@ An unreachable registry at start fails the run (UnavailableError), unless `wait_
 loads are tried again with backoff, health NOT_SERVING meanwhile. Loads run in daemon threads
 (`model_host.DetachedLoader`): SIGTERM while loading or waiting abandons them, and a hot swap still waiting
 on MLflow when the grace period ends is abandoned too, so the process never outlives its grace period.
+
+One of several worker processes (`serving.workers`) runs the same steps with a `Supervised` link to its
+supervisor: the port is shared (SO_REUSEPORT), hot swaps go through the supervisor (`link.admin`), the link
+learns when the worker is ready, health waits for every worker, and a restarted worker loads what the others
+serve now (`link.plan`) before it binds (`link.late_bind`), so no call reaches it while it loads.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from modelloop.contract.errors import ConfigError, ModelloopError, UnavailableError
@@ -34,7 +39,7 @@ from modelloop.contract.registry import Role
 
 from .core import InferenceCore, prediction_recorder
 from .grpc_server import ScoringServer, ServerOptions, TlsConfig
-from .hosting import BatchingConfig, ModelHost
+from .hosting import BatchingConfig, ModelAdmin, ModelHost
 from .metrics import ServingMetrics
 from .model_host import DetachedLoader, load_model
 from .predlog_writer import PredictionLogWriter
@@ -90,12 +95,46 @@ def _read_token(path: Path | None, what: str) -> str | None:
     return token
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """A challenger to load at start: model name, version or alias, mode, canary share."""
+
+    name: str
+    ref: str
+    mode: str
+    share: float
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What a process loads at start: champions (name, version or alias) and challengers."""
+
+    refs: list[tuple[str, str]]
+    challengers: list[Challenger]
+
+
+class Supervised(Protocol):
+    """A worker's link to its supervisor (`serving.workers.worker.WorkerLink`), as `run` uses it."""
+
+    @property
+    def admin(self) -> ModelAdmin:
+        """Hot swaps of every worker."""
+
+    late_bind: bool  # load first, then bind (a restarted worker)
+    plan: LoadPlan | None  # what to load instead of the settings' models (a restarted worker)
+
+    def attach(self, host: ModelHost, server: ScoringServer) -> None:
+        """The worker's parts, built: commands from the supervisor can be carried out from now on."""
+
+    def started(self, port: int, metrics_port: int | None) -> None:
+        """The worker serves."""
+
+
 @dataclass
 class _Process:
     """The parts of one scoring-server process, built from its settings by `_build`."""
 
-    refs: list[tuple[str, str]]
-    challenger: tuple[str, str] | None
+    plan: LoadPlan
     server: ScoringServer
     host: ModelHost
     loader: DetachedLoader
@@ -104,15 +143,18 @@ class _Process:
     metrics_server: WSGIServer | None = None
 
 
-def _model_refs(settings: ServeSettings) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+def load_plan(settings: ServeSettings) -> LoadPlan:
     """The models to serve and the challenger, checked: at least one model, the challenger one of them."""
     if not settings.models:
         raise ConfigError("no model to serve: pass --model NAME@ALIAS or NAME/VERSION")
     refs = [parse_model_ref(m) for m in settings.models]
-    challenger = parse_model_ref(settings.challenger) if settings.challenger else None
-    if challenger is not None and challenger[0] not in {name for name, _ in refs}:
-        raise ConfigError(f"challenger model {challenger[0]} is not one of the --model names")
-    return refs, challenger
+    challengers = []
+    if settings.challenger:
+        name, ref = parse_model_ref(settings.challenger)
+        if name not in {n for n, _ in refs}:
+            raise ConfigError(f"challenger model {name} is not one of the --model names")
+        challengers.append(Challenger(name, ref, settings.challenger_mode, settings.canary_share))
+    return LoadPlan(refs, challengers)
 
 
 def _prediction_log(settings: ServeSettings, metrics: ServingMetrics) -> PredictionLogWriter | None:
@@ -132,9 +174,9 @@ def _prediction_log(settings: ServeSettings, metrics: ServingMetrics) -> Predict
     )
 
 
-def _build(settings: ServeSettings) -> _Process:
+def _build(settings: ServeSettings, link: Supervised | None = None) -> _Process:
     """Build the host, the core and the gRPC server (nothing started, nothing loaded yet)."""
-    refs, challenger = _model_refs(settings)
+    plan = load_plan(settings) if link is None or link.plan is None else link.plan
     options = ServerOptions(
         token=_read_token(settings.token_file, "token_file"),
         admin_token=_read_token(settings.admin_token_file, "admin_token_file"),
@@ -143,6 +185,7 @@ def _build(settings: ServeSettings) -> _Process:
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         max_connection_age_ms=settings.max_connection_age_ms,
         tls=_tls(settings),
+        reuse_port=link is not None,
     )
     metrics = ServingMetrics()
     writer = _prediction_log(settings, metrics)
@@ -159,7 +202,10 @@ def _build(settings: ServeSettings) -> _Process:
         hooks=prediction_recorder(writer) if writer else None,
     )
     core = InferenceCore(host, metrics=metrics, reject_unseen=settings.unseen_categories == "reject")
-    return _Process(refs, challenger, ScoringServer(core, options), host, loader, metrics, writer)
+    server = ScoringServer(core, options, admin=link.admin if link else None, peers=link is not None)
+    if link is not None:
+        link.attach(host, server)
+    return _Process(plan, server, host, loader, metrics, writer)
 
 
 async def _start(process: _Process, settings: ServeSettings) -> Ports:
@@ -173,7 +219,7 @@ async def _start(process: _Process, settings: ServeSettings) -> Ports:
             settings.metrics_port, settings.host, registry=process.metrics.registry
         )
         metrics_port = int(process.metrics_server.server_port)
-    for name, _ in process.refs:  # per-model health answers NOT_SERVING (not NOT_FOUND) while loading
+    for name, _ in process.plan.refs:  # per-model health answers NOT_SERVING (not NOT_FOUND) while loading
         await process.server.mark(name, serving=False)
     return Ports(grpc=port, metrics=metrics_port)
 
@@ -181,13 +227,16 @@ async def _start(process: _Process, settings: ServeSettings) -> Ports:
 async def _serve(
     process: _Process,
     settings: ServeSettings,
-    ports: Ports,
+    ports: Ports | None,
     stop: asyncio.Event,
     started: Callable[[int, int | None], None] | None,
 ) -> None:
-    """Load every model, then serve until `stop` is set (at once, when it is set while loading)."""
-    loading = _load_models(process.host, process.refs, process.challenger, settings)
+    """Load every model, then serve until `stop` is set (at once, when it is set while loading). Without
+    `ports` the server starts once the models are loaded (a restarted worker)."""
+    loading = _load_models(process.host, process.plan, settings)
     if await _until_stopped(loading, stop):
+        if ports is None:
+            ports = await _start(process, settings)
         await _ready(process.server, settings, ports)
         if started is not None:
             started(ports.grpc, ports.metrics)
@@ -214,17 +263,21 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     started: Callable[[int, int | None], None] | None = None,
+    link: Supervised | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT (see the module docstring). Embedded use (tests): pass `stop` (no signal
-    handlers are installed then) and `started`, called with the gRPC and metrics ports once ready."""
-    process = _build(settings)
+    handlers are installed then) and `started`, called with the gRPC and metrics ports once ready. A worker
+    process passes its `link` to the supervisor."""
+    process = _build(settings, link)
+    if link is not None:
+        started = link.started
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
     stop = stop or asyncio.Event()
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        ports = await _start(process, settings)
+        ports = None if link is not None and link.late_bind else await _start(process, settings)
         await _serve(process, settings, ports, stop, started)
     finally:
         for sig in signals:
@@ -270,26 +323,18 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
     return False
 
 
-async def _load_models(
-    host: ModelHost,
-    refs: list[tuple[str, str]],
-    challenger: tuple[str, str] | None,
-    settings: ServeSettings,
-) -> None:
+async def _load_models(host: ModelHost, plan: LoadPlan, settings: ServeSettings) -> None:
     """Load every model (and the challenger). When the registry cannot be reached: fail, or with
     `wait_for_registry` try again with backoff (`REGISTRY_RETRY_FIRST` doubling up to `REGISTRY_RETRY_MOST`
     seconds) until it answers; health stays NOT_SERVING meanwhile."""
     delay = REGISTRY_RETRY_FIRST
     while True:
         try:
-            for name, ref in refs:
+            for name, ref in plan.refs:
                 if not host.has(name):  # a retry keeps what loaded before the registry went away
                     await host.load(name, ref)
-            if challenger is not None:
-                await host.load(
-                    challenger[0], challenger[1], role=Role.CHALLENGER, mode=settings.challenger_mode,
-                    canary_share=settings.canary_share,
-                )  # fmt: skip
+            for c in plan.challengers:
+                await host.load(c.name, c.ref, role=Role.CHALLENGER, mode=c.mode, canary_share=c.share)
             return
         except UnavailableError as exc:
             if not settings.wait_for_registry:
@@ -299,4 +344,4 @@ async def _load_models(
         delay = min(delay * 2, REGISTRY_RETRY_MOST)
 
 
-__all__ = ["parse_model_ref", "run"]
+__all__ = ["Challenger", "LoadPlan", "Supervised", "load_plan", "parse_model_ref", "run"]

@@ -50,7 +50,7 @@ from modelloop.contract.wire.names import (
 from .codec import OipInputs
 from .core import InferenceCore, InferenceResult
 from .errors import NotReadyError, clip_names
-from .hosting import ModelDescription, ModelHost
+from .hosting import ModelAdmin, ModelDescription, ModelHost
 from .status import code_for, maps_errors
 
 log = logging.getLogger(__name__)
@@ -212,11 +212,13 @@ def _role(value: str) -> Role:
 
 
 class AdminServicer(admin_grpc.ModelAdminServicer):
-    """`modelloop.admin.v1.ModelAdmin`: hot swap and challengers."""
+    """`modelloop.admin.v1.ModelAdmin`: hot swap and challengers. Loads and unloads go through `admin`: this
+    process's host, or with several workers every worker's (the call returns once all serve the outcome)."""
 
-    def __init__(self, host: ModelHost, server: ScoringServer) -> None:
+    def __init__(self, host: ModelHost, server: ScoringServer, admin: ModelAdmin | None = None) -> None:
         self.host = host
         self.server = server
+        self.admin: ModelAdmin = admin or host
 
     @maps_errors
     async def LoadModel(
@@ -225,7 +227,7 @@ class AdminServicer(admin_grpc.ModelAdminServicer):
         if not request.model or not request.version:
             raise InvalidInputError("LoadModel needs a model and a version")
         role = _role(request.role)
-        status = await self.host.load(
+        status = await self.admin.load(
             request.model,
             request.version,
             role=role,
@@ -240,7 +242,7 @@ class AdminServicer(admin_grpc.ModelAdminServicer):
         self, request: admin_pb.UnloadModelRequest, context: Context
     ) -> admin_pb.UnloadModelResponse:
         role = _role(request.role)
-        await self.host.unload(request.model, role=role)
+        await self.admin.unload(request.model, role=role)
         if role == Role.CHAMPION:
             await self.server.mark(request.model, serving=False)
         return admin_pb.UnloadModelResponse()
@@ -303,15 +305,25 @@ class ServerOptions:
     max_connection_age_ms: int = 300_000
     max_connection_age_grace_ms: int = 30_000
     tls: TlsConfig | None = None
+    reuse_port: bool = False  # several worker processes listen on one port (SO_REUSEPORT)
 
 
 class ScoringServer:
-    """The grpc.aio server with every service; health is NOT_SERVING until `set_serving()`."""
+    """The grpc.aio server with every service; health is NOT_SERVING until `set_serving()`, and with several
+    worker processes also until `set_peers_ready(True)` (every worker serves)."""
 
-    def __init__(self, core: InferenceCore, options: ServerOptions = ServerOptions()) -> None:
+    def __init__(
+        self,
+        core: InferenceCore,
+        options: ServerOptions = ServerOptions(),
+        *,
+        admin: ModelAdmin | None = None,
+        peers: bool = False,
+    ) -> None:
         self.core = core
         self.options = options
         self.serving = False
+        self._peers_ready = not peers  # one of several workers: wait for `set_peers_ready(True)`
         self.health = health.aio.HealthServicer()
         # what health was told, by service (grpc's servicer has no public reader; it starts with "" SERVING
         # and ignores every `set` after `enter_graceful_shutdown`)
@@ -328,13 +340,13 @@ class ScoringServer:
                 ("grpc.max_send_message_length", options.max_message_bytes),
                 ("grpc.max_connection_age_ms", options.max_connection_age_ms),
                 ("grpc.max_connection_age_grace_ms", options.max_connection_age_grace_ms),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if options.reuse_port else 0),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core, self), self.server)  # type: ignore[no-untyped-call]
         services = [OIP_SERVICE, health.SERVICE_NAME]
         if options.admin_token:  # hot swap: only for whoever started the server with its own credential
-            admin_grpc.add_ModelAdminServicer_to_server(AdminServicer(core.host, self), self.server)  # type: ignore[no-untyped-call]
+            admin_grpc.add_ModelAdminServicer_to_server(AdminServicer(core.host, self, admin), self.server)  # type: ignore[no-untyped-call]
             services.append(ADMIN_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if options.reflection:
@@ -370,9 +382,22 @@ class ScoringServer:
         """Every hosted model is loaded and warm: health SERVING for the server and each model."""
         for name in self.core.host.names():
             await self.mark(name, serving=True)
-        for service in ("", OIP_SERVICE):
-            await self._set_health(service, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
+        await self._set_server_health()
+
+    async def set_peers_ready(self, ready: bool) -> None:
+        """With several workers: whether every worker serves; health of the server says SERVING only then."""
+        if ready != self._peers_ready:
+            self._peers_ready = ready
+            await self._set_server_health()
+
+    async def _set_server_health(self) -> None:
+        serving = self.serving and self._peers_ready
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", OIP_SERVICE):
+            await self._set_health(service, status)
 
     async def stop(self, grace: float) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within `grace` seconds."""

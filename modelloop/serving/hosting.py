@@ -6,7 +6,8 @@ by the admin servicer and `serving.app` (`load`, `unload`); what it reports of a
 `ModelStatus` (`contract.wire.admin`). A load runs in a worker thread (download, build, warm up) while the
 old version keeps serving; then the slot switches atomically (a plain attribute swap on the event loop,
 between two requests) and the old version's batcher drains its queued requests before it is released. No
-request is dropped or fails.
+request is dropped or fails. `prepare` and `commit` are the two halves of `load`, for several worker processes
+that swap together (`serving.workers`: every worker prepares, then every worker commits).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
 
 from modelloop.contract.errors import ConfigError, NotFoundError
 from modelloop.contract.registry import Role, Route
@@ -72,9 +73,39 @@ class BatchingConfig:
     max_idle: float | None = None  # None: only max_wait closes a batch early
 
 
+@dataclass(frozen=True)
+class PendingLoad:
+    """A load asked for, and once `ModelHost.prepare` ran, the version loaded and warm but not serving yet
+    (`loaded` None: that version serves already; a challenger then only takes the new mode and share)."""
+
+    name: str
+    version: str
+    role: Role
+    mode: Mode | None
+    share: float
+    loaded: LoadedModel | None = None
+
+
 Loader = Callable[[str, str], LoadedModel]
 #: makes the after-batch hook (prediction logging) of a loaded version
 HookFactory = Callable[[LoadedModel], AfterBatch | None]
+
+
+class ModelAdmin(Protocol):
+    """What the admin service drives: this process's `ModelHost`, or with several worker processes every
+    worker's (`serving.workers.WorkerAdmin`: the call returns once every worker serves the outcome)."""
+
+    async def load(
+        self,
+        name: str,
+        version: str,
+        *,
+        role: Role = Role.CHAMPION,
+        mode: str | None = None,
+        canary_share: float | None = None,
+    ) -> ModelStatus: ...
+
+    async def unload(self, name: str, *, role: Role = Role.CHAMPION) -> None: ...
 
 
 class ModelHost:
@@ -168,6 +199,34 @@ class ModelHost:
         canary_share: float | None = None,
     ) -> ModelStatus:
         """Load `version` for `role`, warm it, switch to it, drain the old one (see the module docstring)."""
+        request = self._checked(name, version, role, mode, canary_share)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            return await self._switch(await self._load(request))
+
+    async def prepare(
+        self,
+        name: str,
+        version: str,
+        *,
+        role: Role = Role.CHAMPION,
+        mode: str | None = None,
+        canary_share: float | None = None,
+    ) -> PendingLoad:
+        """The first half of `load`: load and warm `version` beside what serves, switch nothing. Worker
+        processes swap together with it (`serving.workers`): each prepares, then each `commit`s. The caller
+        serialises prepare/commit pairs of one model (the workers' supervisor does)."""
+        return await self._load(self._checked(name, version, role, mode, canary_share))
+
+    async def commit(self, pending: PendingLoad) -> ModelStatus:
+        """The second half of `load`: switch to what `prepare` loaded, drain the old version."""
+        async with self._locks.setdefault(pending.name, asyncio.Lock()):
+            return await self._switch(pending)
+
+    def _checked(
+        self, name: str, version: str, role: Role, mode: str | None, canary_share: float | None
+    ) -> PendingLoad:
+        """A load request with its challenger mode and share checked (nothing loaded yet)."""
+        share = 0.0
         if role == Role.CHALLENGER:
             mode = mode or "shadow"
             if mode not in MODES:
@@ -177,32 +236,45 @@ class ModelHost:
                 raise ConfigError("canary share must be between 0 and 1")
             if name not in self._slots:
                 raise NotFoundError(f"model {clip(name)} has no champion here; load the champion first")
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            slot = self._slots.get(name)
-            current = None if slot is None else (slot.champion if role == Role.CHAMPION else slot.challenger)
-            if current is not None and current.version == str(version) and role == Role.CHAMPION:
-                return self.status(name)
-            if current is not None and current.version == str(version) and slot is not None:
-                slot.mode, slot.canary_share = mode, share  # type: ignore[assignment]
-                return self.status(name)
-            loaded = await asyncio.to_thread(self._loader, name, str(version))
-            new = self._deployment(loaded)
-            old: Deployment | None
-            if role == Role.CHAMPION:
-                if slot is None:
-                    self._slots[name] = ModelSlot(name, new)
-                    old = None
-                else:
-                    old, slot.champion = slot.champion, new
-            else:
-                assert slot is not None
-                old, slot.challenger = slot.challenger, new
-                slot.mode, slot.canary_share = mode, share  # type: ignore[assignment]
-            self._metrics.model_info.labels(name, new.version, str(role)).set(1)
-            log.info("model %s: %s is now version %s", name, role, new.version)
-            if old is not None:
-                await self._retire(name, old, role)
+        return PendingLoad(name, str(version), role, mode, share)  # type: ignore[arg-type]
+
+    async def _load(self, request: PendingLoad) -> PendingLoad:
+        """`request` with its version loaded and warm, or as it is when that version serves already."""
+        slot = self._slots.get(request.name)
+        current = None
+        if slot is not None:
+            current = slot.champion if request.role == Role.CHAMPION else slot.challenger
+        if current is not None and current.version == request.version:
+            return request  # nothing to load: a champion stays, a challenger only takes the new mode/share
+        loaded = await asyncio.to_thread(self._loader, request.name, request.version)
+        return replace(request, loaded=loaded)
+
+    async def _switch(self, pending: PendingLoad) -> ModelStatus:
+        """Make what `pending` loaded serve (a plain attribute swap), then drain the version it replaced."""
+        name, role = pending.name, pending.role
+        slot = self._slots.get(name)
+        if pending.loaded is None:
+            if role == Role.CHALLENGER:
+                slot = self.slot(name)
+                slot.mode, slot.canary_share = pending.mode, pending.share
             return self.status(name)
+        new = self._deployment(pending.loaded)
+        old: Deployment | None
+        if role == Role.CHAMPION:
+            if slot is None:
+                self._slots[name] = ModelSlot(name, new)
+                old = None
+            else:
+                old, slot.champion = slot.champion, new
+        else:
+            slot = self.slot(name)
+            old, slot.challenger = slot.challenger, new
+            slot.mode, slot.canary_share = pending.mode, pending.share
+        self._metrics.model_info.labels(name, new.version, str(role)).set(1)
+        log.info("model %s: %s is now version %s", name, role, new.version)
+        if old is not None:
+            await self._retire(name, old, role)
+        return self.status(name)
 
     async def unload(self, name: str, *, role: Role = Role.CHAMPION) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -241,7 +313,7 @@ class ModelHost:
 
     async def _retire(self, name: str, old: Deployment, role: Role) -> None:
         await old.batcher.close()
-        self._metrics.model_info.remove(name, old.version, str(role))
+        self._metrics.drop_model_info(name, old.version, str(role))
         log.info("model %s: version %s (%s) drained and released", name, old.version, role)
 
 
@@ -254,9 +326,11 @@ __all__ = [
     "MODES",
     "BatchingConfig",
     "Deployment",
+    "ModelAdmin",
     "ModelDescription",
     "ModelHost",
     "ModelSlot",
     "ModelStatus",
+    "PendingLoad",
     "ensure_serving",
 ]

@@ -61,6 +61,10 @@ class ServeSettings(CommonSettings):
     unseen_categories: Literal["reject", "pass"] = Field(
         default="reject", description="What to do with a category the reference profile never saw."
     )
+    workers: int | None = Field(
+        default=None, ge=1, description="Server processes on the one port (SO_REUSEPORT); None: the CPUs "
+        "this process may use (affinity and cgroup quota, rounded up). 1 is the plain single-process server.",
+    )  # fmt: skip
     grace_period: float = Field(default=30.0, ge=0.0, description="Seconds in-flight calls get on SIGTERM.")
     wait_for_registry: bool = Field(
         default=False, description="When MLflow cannot be reached at start, keep trying (with backoff, "

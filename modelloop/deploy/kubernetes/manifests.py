@@ -5,6 +5,8 @@ tests, which check that the chart's scoring objects agree with these. `render_bi
 
 - `apps/v1 Deployment` `modelloop-<binding>`: the model version pinned in the pod spec (container args and the
   `modelloop.io/model-version` annotation), so `kubectl rollout undo` goes back to the previous version;
+  `--workers` from the container's CPU limit (its cores rounded up, at least 1; no limit: the server's own
+  default, the CPUs the pod may use), so every core the pod is given serves calls;
   RollingUpdate with `maxUnavailable: 0`, `maxSurge: 1`, `minReadySeconds`, `progressDeadlineSeconds`;
   native gRPC startup, readiness and liveness probes on the scoring port (health needs no TLS or auth);
   a preStop sleep and a termination grace longer than preStop + the server's drain; resources;
@@ -24,6 +26,7 @@ The prediction-log URL holds a password: it is read from the Secret `prediction_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +85,18 @@ def _metadata(binding: Binding, opts: ServingOptions) -> dict[str, Any]:
     return {"name": object_name(binding), "namespace": binding.namespace, "labels": labels}
 
 
+#: the multipliers of a CPU quantity's suffix (Kubernetes quantities; CPU limits are cores or millicores)
+_CPU_SUFFIXES = {"m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+                 "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}  # fmt: skip
+
+
+def workers_for_cpu(quantity: str) -> int:
+    """Worker processes for a CPU limit: its cores rounded up, at least 1 (500m: 1, 1.5: 2, 4: 4)."""
+    number = quantity.rstrip("mkMGTi")
+    cores = float(number) * _CPU_SUFFIXES[quantity[len(number) :]]
+    return max(1, math.ceil(round(cores, 6)))
+
+
 def _serve_args(
     binding: Binding, version: str, challenger_version: str | None, opts: ServingOptions
 ) -> list[str]:
@@ -110,6 +125,9 @@ def _serve_args(
     ]
     if opts.prediction_log_secret is None:
         args += ["--prediction-log-url", "none"]
+    cpu_limit = binding.resources.limits.get("cpu")
+    if cpu_limit is not None:  # no limit: the server counts the CPUs the pod may use
+        args += ["--workers", str(workers_for_cpu(str(cpu_limit)))]
     return args
 
 
@@ -313,4 +331,5 @@ __all__ = [
     "object_name",
     "render_binding",
     "selector_labels",
+    "workers_for_cpu",
 ]

@@ -124,3 +124,26 @@ def test_scoring_pods_never_serve_the_admin_service() -> None:
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert not any("admin" in str(a) for a in container["args"])
     assert not any("ADMIN" in e["name"] for e in container["env"])
+
+
+@pytest.mark.parametrize(
+    ("cpu", "workers"), [("500m", "1"), ("1", "1"), ("1.5", "2"), ("2", "2"), ("2500m", "3"), ("4", "4")]
+)
+def test_workers_follow_the_cpu_limit(cpu: str, workers: str) -> None:
+    """One worker process per core of the container's CPU limit, rounded up, at least 1 (issue 14)."""
+    [binding] = parse_bindings(
+        {"bindings": [{"name": "b", "model": "m", "target": "kubernetes",
+                       "resources": {"limits": {"cpu": cpu, "memory": "1Gi"}}}]}
+    )  # fmt: skip
+    [deployment, *_] = render_binding(binding, image="img:1", version="3")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--workers") + 1] == workers
+    assert container["resources"]["limits"]["cpu"] == cpu
+
+
+def test_no_cpu_limit_leaves_the_servers_default_worker_count() -> None:
+    """Without a CPU limit the server counts the CPUs the pod may use itself: no --workers."""
+    [deployment, *_] = render_binding(FIXED, image="img:1", version="3")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--workers" not in container["args"]
