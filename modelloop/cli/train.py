@@ -1,5 +1,7 @@
 """`modelloop train`: parse the settings and the training config once, run the training, print the result.
 
+With `--workers N` the trials run in N worker processes on one study (one progress line per trial of every
+worker) and this process finishes the training once; `--tune-and-finish` is a pod of the tuning Job.
 Prints progress and the summary table on stderr (it hands the training a `StreamProgress` on stderr; the
 training itself prints nothing), and on stdout the run id, the version, the gate's verdict, the alias moved,
 and where to open the run in the MLflow UI. Errors become one `error: ...` line and an exit code
@@ -45,6 +47,17 @@ def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
 @click.option(
     "--tune-only", is_flag=True, help="Only add trials to a shared study (a worker); do not register."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=256),
+    help="Worker processes tuning the study at once (overrides study.workers); this process finishes.",
+)
+@click.option(
+    "--tune-and-finish",
+    is_flag=True,
+    help="A pod of a tuning Job: add trials to the shared study, then run the finishing step if this is "
+    "the first worker to see the study full.",
+)
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @reports_errors
 def train(
@@ -54,6 +67,8 @@ def train(
     triggered_by: str | None,
     overrides: tuple[str, ...],
     tune_only: bool,
+    workers: int | None,
+    tune_and_finish: bool,
     quiet: bool,
 ) -> None:
     """Tune, record and register a model from a training config."""
@@ -71,18 +86,22 @@ def train(
     # fail fast when MLflow is down instead of retrying for minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-    config = load_config(config_path, list(overrides))
+    extra = [f"study.workers={workers}"] if workers is not None else []
+    config = load_config(config_path, [*overrides, *extra])
     result = run_training(
         config,
         tracking_uri=settings.tracking_uri,
         triggered_by=triggered_by,
         progress=None if quiet else StreamProgress(sys.stderr),
         tune_only=tune_only,
+        finish_if_first=tune_and_finish,
         config_source=str(config_path),
     )
     click.echo(f"run_id: {result.run_id}")
     if result.version is None:
         click.echo(f"tuned {result.trials_run} trials of the shared study (worker; nothing registered)")
+    elif result.gate_passed is None:
+        click.echo(f"model: {result.model_name} version {result.version} (registered before; nothing to do)")
     else:
         click.echo(f"model: {result.model_name} version {result.version}")
         click.echo(f"gate: {'passed' if result.gate_passed else 'failed'} ({'; '.join(result.gate_reasons)})")

@@ -156,10 +156,17 @@ class StudyConfig(_Strict):
     n_trials: int | None = Field(default=20, ge=1, description="Trials the study holds when done.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds this process tunes at most.")
     n_jobs: int = Field(default=1, ge=1, description="Parallel trials in this process (threads).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Worker processes tuning the study at once (locally: processes on a journal file or the "
+        "configured storage; on Kubernetes: the tuning Job's pods on the chart's PostgreSQL).",
+    )
     storage: str | None = Field(
         default=None,
-        description="Optuna storage URL: none (in memory), sqlite:///file.db, or a PostgreSQL URL shared "
-        "by several workers.",
+        description="Optuna storage URL: none (in memory), journal:///file.log or sqlite:///file.db (workers "
+        "on one machine), or a PostgreSQL URL shared by several workers.",
     )
     name: str | None = Field(default=None, description="Study name (default: the model name); resumable.")
     pruner: Literal["median", "none"] = Field(
@@ -170,10 +177,12 @@ class StudyConfig(_Strict):
     def _budget(self) -> StudyConfig:
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials, timeout or both")
-        if self.storage is not None and not self.storage.split(":", 1)[0].startswith(
-            ("sqlite", "postgresql", "mysql")
+        if (
+            self.storage is not None
+            and not self.storage.split(":", 1)[0].startswith(("sqlite", "postgresql", "mysql"))
+            and not self.storage.startswith("journal:///")
         ):
-            raise _FieldError("storage", "must be a sqlite:/// or postgresql:// URL")
+            raise _FieldError("storage", "must be a journal:///, sqlite:/// or postgresql:// URL")
         return self
 
 

@@ -5,7 +5,10 @@ Order matters for "bad input changes nothing": the tracking server is checked, t
 split, and the baseline is fit before any run is created; the model version is registered last, with the
 gate's verdict, and removed again if registration does not complete. A failure after the parent run exists
 marks that run FAILED. With `tune_only=True` the process only adds trials to a shared study (a worker),
-leaving refit, recording and registration to the process that runs the training without it.
+leaving refit, recording and registration to the process that runs the training without it. With
+`study.workers` > 1 this process coordinates that many local tune-only workers (`training.workers`) and
+finishes once they exit; with `finish_if_first` (a pod of the tuning Job) the first worker to see the study
+full claims the finishing step. A full study whose finishing step registered a version is not trained again.
 
 MLflow is reached through clients built from `tracking_uri`; the process-wide tracking URI is set only while
 the outcome is logged on the parent run (MLflow's fluent logging, `mlflow.sklearn.log_model` among it, reads
@@ -16,10 +19,12 @@ passes (`modelloop train` passes one writing to stderr).
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -38,7 +43,7 @@ from modelloop.contract.registry import (
     TAG_TRAINING_RUN,
     TAG_TRIGGERED_BY,
 )
-from modelloop.training import records
+from modelloop.training import budget, records, workers
 from modelloop.training.baselines import describe as describe_baseline
 from modelloop.training.baselines import fit_baseline
 from modelloop.training.config import TrainingConfig
@@ -49,8 +54,18 @@ from modelloop.training.metrics import evaluate
 from modelloop.training.progress import TrainingProgress, summary_table
 from modelloop.training.registration import choose_alias, register
 from modelloop.training.splits import Split, split
-from modelloop.training.study import Objective, best_trial, open_storage, open_study, tune
-from modelloop.training.trial_runs import TrialRecorder, make_sink
+from modelloop.training.study import (
+    FINISH_ATTR,
+    PARENT_RUN_ATTR,
+    REGISTERED_ATTR,
+    Objective,
+    best_trial,
+    finisher_id,
+    open_storage,
+    open_study,
+    tune,
+)
+from modelloop.training.trial_runs import ParentProgress, TrialRecorder, make_sink
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +104,7 @@ class _Parent:
     run_id: str
     created: bool  # the run was created by this process
     experiment: str
+    registered: str | None = None  # the version a finished run of this study registered
 
 
 @dataclass(frozen=True)
@@ -108,44 +124,79 @@ def run_training(
     triggered_by: str | None = None,
     progress: TrainingProgress | None = None,
     tune_only: bool = False,
+    finish_if_first: bool = False,
     config_source: str | None = None,
 ) -> TrainingResult:
     """Tune, record, gate and register one model as `config` says (see the module docstring).
 
-    `progress` hears of every trial and of the outcome (None: nobody does)."""
-    if tune_only and config.study.storage is None:
+    `progress` hears of every trial and of the outcome (None: nobody does). With `study.workers` > 1 (not
+    as a tune-only worker) the trials run in that many worker processes (`training.workers`) and this process
+    finishes. With `finish_if_first`, a tune-only worker (a pod of the tuning Job) that sees the study full
+    claims the finishing step; only the first claimant (or a restart of it) finishes."""
+    if (tune_only or finish_if_first) and config.study.storage is None:
         raise ConfigError(
-            "study.storage: a tune-only worker needs a shared storage (sqlite:/// or postgresql://); "
-            "the trials of an in-memory study would be lost when it exits"
+            "study.storage: a tune-only worker needs a shared storage (journal:///, sqlite:/// or "
+            "postgresql://); the trials of an in-memory study would be lost when it exits"
         )
+    with _worker_storage(config, tune_only=tune_only or finish_if_first) as resolved:
+        return _run(
+            resolved,
+            tracking_uri=tracking_uri,
+            triggered_by=triggered_by,
+            progress=progress,
+            tune_only=tune_only and not finish_if_first,
+            finish_if_first=finish_if_first,
+            config_source=config_source,
+        )
+
+
+@contextmanager
+def _worker_storage(config: TrainingConfig, *, tune_only: bool) -> Iterator[TrainingConfig]:
+    """The config to run: with several local workers and no storage, a journal file made for this training
+    (kept until it ends); otherwise `config` as it is."""
+    if tune_only or config.study.workers == 1 or config.study.storage is not None:
+        yield config
+        return
+    with tempfile.TemporaryDirectory(prefix="modelloop-study-") as folder:
+        url = workers.journal_url(Path(folder), config.study_name)
+        yield config.model_copy(update={"study": config.study.model_copy(update={"storage": url})})
+
+
+def _run(
+    config: TrainingConfig,
+    *,
+    tracking_uri: str,
+    triggered_by: str | None,
+    progress: TrainingProgress | None,
+    tune_only: bool,
+    finish_if_first: bool,
+    config_source: str | None,
+) -> TrainingResult:
     client = records.connect(tracking_uri)
     inputs = _inputs(config)
     parent = _open_parent(client, config)
-    reporter = progress
+    if parent.registered is not None:
+        return _already_registered(config, parent)
     try:
         if parent.created:
             _log_start(client, parent.run_id, config, inputs, config_source=config_source)
         if triggered_by:
             client.set_tag(parent.run_id, TAG_TRIGGERED_BY, triggered_by)
-        ran, unlogged = _tune(config, parent, inputs.data, tracking_uri=tracking_uri, progress=reporter)
-        if tune_only:
+        coordinate = config.study.workers > 1 and not (tune_only or finish_if_first)
+        ran, unlogged = _tune(
+            config, parent, inputs.data, tracking_uri=tracking_uri, progress=progress, coordinate=coordinate
+        )
+        if tune_only or (finish_if_first and not _claim_finish(config, parent.study)):
             log.info("tuned %d trials of study %s as a worker", ran, parent.study.study_name)
-            return TrainingResult(
-                parent.run_id,
-                config.model_name,
-                None,
-                None,
-                None,
-                trials_run=ran,
-                experiment_id=parent.experiment,
-            )
+            return _worker_result(config, parent, ran)
         evaluated = _evaluate(config, parent.study, inputs, tracking_uri=tracking_uri, unlogged=unlogged)
         version = _record_and_register(
             client, config, parent, inputs, evaluated, tracking_uri=tracking_uri, triggered_by=triggered_by
         )
+        parent.study.set_user_attr(REGISTERED_ATTR, version)
         result = _result(config, parent, evaluated, version=version, ran=ran)
-        if reporter is not None:
-            reporter.finished(_summary(config, ran=ran, evaluated=evaluated, result=result))
+        if progress is not None:
+            progress.finished(_summary(config, ran=ran, evaluated=evaluated, result=result))
         return result
     except MlflowException as exc:
         _mark_failed(client, parent.run_id)
@@ -153,6 +204,50 @@ def run_training(
     except BaseException:
         _mark_failed(client, parent.run_id)
         raise
+
+
+def _worker_result(config: TrainingConfig, parent: _Parent, ran: int) -> TrainingResult:
+    return TrainingResult(
+        parent.run_id, config.model_name, None, None, None, trials_run=ran, experiment_id=parent.experiment
+    )
+
+
+def _already_registered(config: TrainingConfig, parent: _Parent) -> TrainingResult:
+    """A re-run of a training whose study is full and registered: nothing to do, nothing registered."""
+    log.info(
+        "study %s is complete and registered %s version %s; nothing to do",
+        parent.study.study_name,
+        config.model_name,
+        parent.registered,
+    )
+    return TrainingResult(
+        parent.run_id,
+        config.model_name,
+        parent.registered,
+        None,
+        None,
+        experiment_id=parent.experiment,
+    )
+
+
+def _claim_finish(config: TrainingConfig, study: optuna.Study) -> bool:
+    """Whether this worker runs the finishing step: the study is full and no other worker claimed it. A
+    claim is `study.finisher_id()` (an Indexed Job's pod keeps its host name and index across restarts, so a
+    restarted claimant finishes what it began)."""
+    me = finisher_id()
+    lock = budget.ClaimLock(config.study.storage, study.study_name)
+    try:
+        with lock.held():
+            n_trials = config.study.n_trials
+            if n_trials is not None and budget.counts(study)[0] < n_trials:
+                return False
+            owner = study.user_attrs.get(FINISH_ATTR)
+            if owner is not None and owner != me:
+                return False
+            study.set_user_attr(FINISH_ATTR, me)
+        return True
+    finally:
+        lock.close()
 
 
 def _inputs(config: TrainingConfig) -> _Inputs:
@@ -179,6 +274,11 @@ def _open_parent(client: MlflowClient, config: TrainingConfig) -> _Parent:
         raise _as_modelloop_error(exc, f"reading experiment {config.experiment_name}") from None
     storage = open_storage(config.study.storage)
     study, created = open_study(config, storage)
+    registered = study.user_attrs.get(REGISTERED_ATTR)
+    n_trials = config.study.n_trials
+    if registered is not None and n_trials is not None and budget.counts(study)[0] >= n_trials:
+        # this training already ran to the end (a re-run of it); a larger budget continues the study
+        return _Parent(study, str(study.user_attrs.get(PARENT_RUN_ATTR, "")), False, "", str(registered))
     try:
         experiment = records.experiment_id(client, config.experiment_name)
         run_id, new_run = records.parent_run(
@@ -225,21 +325,36 @@ def _tune(
     *,
     tracking_uri: str,
     progress: TrainingProgress | None,
+    coordinate: bool,
 ) -> tuple[int, int]:
+    """Run the trials: here, or (`coordinate`) in `study.workers` local worker processes. Returns (trials
+    run, trial runs that could not be recorded)."""
     recorder = TrialRecorder(
         make_sink(
             tracking_uri,
             experiment_id=parent.experiment,
             parent_run_id=parent.run_id,
             metric=config.metric.name,
-        )
+        ),
+        progress=ParentProgress(MlflowClient(tracking_uri), parent.run_id),
     )
     callbacks: list[Any] = [recorder]
     if progress is not None:
         progress.tuning_started(metric=config.metric.name, total=config.study.n_trials)
         callbacks.append(progress.trial_finished)
     try:
-        ran = tune(parent.study, Objective(config, data), config, callbacks)
+        if coordinate:
+            before = len(parent.study.get_trials(deepcopy=False))
+            workers.run_workers(
+                parent.study,
+                config,
+                tracking_uri=tracking_uri,
+                on_trial=None if progress is None else progress.trial_finished,
+                on_failed=recorder,  # the dead workers could not record these
+            )
+            ran = len(parent.study.get_trials(deepcopy=False)) - before
+        else:
+            ran = tune(parent.study, Objective(config, data), config, callbacks)
     finally:
         stats = recorder.close()
     if stats.failed:

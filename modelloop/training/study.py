@@ -1,10 +1,9 @@
 """The Optuna study: storage, sampler and pruner, the objective, and tuning until the study is full.
 
-Called by `training.run`. A study lives in memory by default, or in a SQL storage (SQLite, or PostgreSQL
-shared by
-several worker processes: each `tune` call runs trials until the study holds `n_trials` finished ones, so
-Kubernetes
-Jobs can tune one study together). The study is resumable: running the same config again continues it.
+Called by `training.run`. A study lives in memory by default, in a journal file (several worker processes on
+one machine), or in a SQL storage (SQLite, or PostgreSQL shared by worker pods): each `tune` call runs
+trials until the study holds exactly `n_trials` finished ones (`training.budget`), so workers tune one study
+together. The study is resumable: running the same config again continues it.
 
 Trials fit on the training rows and are scored on the validation rows. Families with an incremental
 parameter grow
@@ -21,6 +20,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from modelloop.contract.errors import ConfigError, InvalidInputError, UnavailableError
+from modelloop.training import budget
 from modelloop.training.config import TrainingConfig
 from modelloop.training.estimators import FAMILIES, build_pipeline, search_space
 from modelloop.training.metrics import score
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: Study user attribute holding the MLflow parent run every worker nests its trial runs under.
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+#: Study user attribute: the version the finishing step registered (a re-run registers nothing more).
+REGISTERED_ATTR = "modelloop_registered_version"
+#: Study user attribute: the worker (host name) that claimed the finishing step of a tuning Job.
+FINISH_ATTR = "modelloop_finishing_worker"
 #: Stages an incremental family is grown in (each reports an intermediate score).
 STAGES = 4
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -53,6 +58,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def finisher_id() -> str:
+    """Who claims a study's finishing step: a tuning Job's index (its pod, restarted, keeps the host name
+    `<job>-<index>` and the index), else this process."""
+    index = os.environ.get("JOB_COMPLETION_INDEX")
+    return f"{socket.gethostname()}/{index}" if index is not None else worker_id()
+
+
 def safe_url(url: str) -> str:
     """A storage URL without its password, for messages and params."""
     try:
@@ -62,9 +74,12 @@ def safe_url(url: str) -> str:
 
 
 def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
-    """In-memory (None) or a SQL storage; an unreachable database is an UnavailableError."""
+    """In-memory (None), a journal file (`journal:///path`: several processes on one machine) or a SQL
+    storage; an unreachable database is an UnavailableError."""
     if url is None:
         return None
+    if url.startswith("journal:///"):
+        return _journal_storage(url.removeprefix("journal:///"))
     for attempt in (1, 2):
         try:
             return _rdb_storage(url)
@@ -76,13 +91,24 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
     raise AssertionError("unreachable")
 
 
+def _journal_storage(path: str) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
 def _rdb_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():
             # heartbeats (a crashed worker's trials are failed, not left running) are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=30, grace_period=120
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=30,
+                grace_period=120,
+                # a crashed worker's trial is failed, and re-run with the same params by the next worker
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
     except sa.exc.OperationalError:
         raise UnavailableError(f"cannot reach the Optuna storage {safe_url(url)}") from None
@@ -203,26 +229,42 @@ def tune(
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
 ) -> int:
     """Run trials until the study holds `n_trials` finished ones (or the timeout passes); returns how many
-    trials this call ran."""
+    trials this call ran. With a trial count, every worker of the study shares it exactly (`budget`)."""
     before = len(study.get_trials(deepcopy=False))
     n_trials = config.study.n_trials
-    remaining = None if n_trials is None else max(0, n_trials - finished_trials(study))
-    if remaining == 0:
+    if n_trials is not None and finished_trials(study) >= n_trials:
         log.info("study %s already holds %d finished trials", study.study_name, n_trials)
         return 0
-    stop: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = []
-    if n_trials is not None:
-        stop.append(optuna.study.MaxTrialsCallback(n_trials, states=_DONE))
-    study.optimize(
-        objective,
-        n_trials=remaining,
-        timeout=config.study.timeout,
-        n_jobs=config.study.n_jobs,
-        catch=_TRIAL_ERRORS,
-        callbacks=[*callbacks, *stop],
-        gc_after_trial=False,
-        show_progress_bar=False,
-    )
+    options: dict[str, Any] = {
+        "catch": _TRIAL_ERRORS,
+        "callbacks": list(callbacks),
+        "gc_after_trial": False,
+        "show_progress_bar": False,
+    }
+    if n_trials is None:
+        study.optimize(objective, timeout=config.study.timeout, n_jobs=config.study.n_jobs, **options)
+        return len(study.get_trials(deepcopy=False)) - before
+    timeout = config.study.timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    lock = budget.ClaimLock(config.study.storage, study.study_name)
+
+    def one_trial(claimed: Callable[[optuna.Trial], float]) -> None:
+        study.optimize(claimed, n_trials=1, **options)
+
+    def run() -> None:
+        budget.run_within_budget(
+            study, objective, lock=lock, n_trials=n_trials, deadline=deadline, optimize=one_trial
+        )
+
+    threads = [threading.Thread(target=run, name=f"tune-{i}") for i in range(config.study.n_jobs - 1)]
+    try:
+        for thread in threads:
+            thread.start()
+        run()
+    finally:
+        for thread in threads:
+            thread.join()
+        lock.close()
     return len(study.get_trials(deepcopy=False)) - before
 
 
@@ -248,11 +290,14 @@ def trial_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 __all__ = [
+    "FINISH_ATTR",
     "PARENT_RUN_ATTR",
+    "REGISTERED_ATTR",
     "STAGES",
     "Objective",
     "best_trial",
     "finished_trials",
+    "finisher_id",
     "open_storage",
     "open_study",
     "parent_run_of",

@@ -42,6 +42,9 @@ TAG_TRIAL_ERROR = "modelloop.trial.error"
 WORKER_ATTR = "worker"
 ERROR_ATTR = "error"
 
+_DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+#: Metric on the parent run: finished trials of the study, stepped by that count (one point per trial).
+METRIC_TRIALS_DONE = "trials.done"
 _MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _MAX_PARAM = 6000
 
@@ -59,9 +62,10 @@ class TrialRecord:
     end_ms: int
     worker: str
     error: str | None
+    done: int = 0  # finished (complete or pruned) trials in the study when this one finished; 0 if it failed
 
     @classmethod
-    def from_trial(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    def from_trial(cls, trial: optuna.trial.FrozenTrial, *, done: int = 0) -> TrialRecord:
         start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
         end = trial.datetime_complete.timestamp() if trial.datetime_complete else time.time()
         return cls(
@@ -74,6 +78,7 @@ class TrialRecord:
             end_ms=int(end * 1000),
             worker=str(trial.user_attrs.get(WORKER_ATTR, "")),
             error=trial.user_attrs.get(ERROR_ATTR),
+            done=done if trial.state in _DONE else 0,
         )
 
     def tags(self, parent_run_id: str) -> dict[str, str]:
@@ -217,6 +222,19 @@ class SqlTrialSink:
                 session.add(run)
 
 
+class ParentProgress:
+    """Writes `trials.done` on the parent run for a batch of finished trials (value and step: the count)."""
+
+    def __init__(self, client: MlflowClient, parent_run_id: str) -> None:
+        self._client = client
+        self._parent = parent_run_id
+
+    def write(self, records: Sequence[TrialRecord]) -> None:
+        metrics = [Metric(METRIC_TRIALS_DONE, float(r.done), r.end_ms, r.done) for r in records if r.done]
+        if metrics:
+            self._client.log_batch(self._parent, metrics=metrics)
+
+
 @dataclass
 class RecorderStats:
     written: int = 0
@@ -231,9 +249,16 @@ class TrialRecorder:
     written."""
 
     def __init__(
-        self, sink: TrialSink, *, flush_interval: float = 0.5, max_batch: int = 200, max_buffer: int = 5000
+        self,
+        sink: TrialSink,
+        *,
+        progress: TrialSink | None = None,
+        flush_interval: float = 0.5,
+        max_batch: int = 200,
+        max_buffer: int = 5000,
     ) -> None:
         self._sink = sink
+        self._progress = progress
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._max_buffer = max_buffer
@@ -245,7 +270,8 @@ class TrialRecorder:
         self._thread.start()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        record = TrialRecord.from_trial(trial)
+        done = len(study.get_trials(deepcopy=False, states=_DONE)) if self._progress is not None else 0
+        record = TrialRecord.from_trial(trial, done=done)
         with self._cond:
             while len(self._queue) >= self._max_buffer and not self._closed:
                 self._cond.wait(0.1)  # back-pressure instead of dropping
@@ -271,7 +297,7 @@ class TrialRecorder:
             try:
                 self._sink.write(batch)
                 self.stats.written += len(batch)
-                return
+                break
             except Exception as exc:  # any store failure: retry once, then count and report
                 if attempt == 2:
                     self.stats.failed += len(batch)
@@ -281,8 +307,17 @@ class TrialRecorder:
                     log.warning(
                         "could not record %d trial runs in MLflow: %s", len(batch), type(exc).__name__
                     )
-                else:
-                    time.sleep(0.5)
+                    return
+                time.sleep(0.5)
+        self._write_progress(batch)
+
+    def _write_progress(self, batch: list[TrialRecord]) -> None:
+        if self._progress is None:
+            return
+        try:
+            self._progress.write(batch)
+        except Exception as exc:  # progress is a convenience: a lost point is logged, not counted
+            log.warning("could not record the progress of %d trials: %s", len(batch), type(exc).__name__)
 
     def close(self) -> RecorderStats:
         """Write everything queued and stop the background thread."""
@@ -307,12 +342,14 @@ def make_sink(tracking_uri: str, *, experiment_id: str, parent_run_id: str, metr
 
 __all__ = [
     "ERROR_ATTR",
+    "METRIC_TRIALS_DONE",
     "TAG_TRIAL_ERROR",
     "TAG_TRIAL_NUMBER",
     "TAG_TRIAL_STATE",
     "TAG_TRIAL_WORKER",
     "WORKER_ATTR",
     "ClientTrialSink",
+    "ParentProgress",
     "RecorderStats",
     "SqlTrialSink",
     "TrialRecord",

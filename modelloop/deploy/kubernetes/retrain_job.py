@@ -9,7 +9,10 @@ template (`MODELLOOP_RETRAIN_JOB_TEMPLATE`, the Helm chart's `<fullname>-retrain
 1. creates a ConfigMap `<generateName><model>-<run id[:8]>` holding `request.config_text` (key `config.yaml`);
 2. creates the Job from the template (see `retrain_template`), its training container reading that ConfigMap;
 3. patches the ConfigMap's `ownerReferences` to the created Job, so the Job's TTL cleanup deletes it too.
-The monitoring ServiceAccount needs `create` on `batch/jobs` and `create`, `patch` on `configmaps`.
+The monitoring ServiceAccount needs `create` on `batch/jobs` and `create`, `patch` on `configmaps`. When
+the config asks for `study.workers` > 1 and `tuning-job.yaml` lies beside the Job template (the chart renders
+both into one ConfigMap), the Job is the Indexed tuning Job made from it (`retrain_template`): the same three
+calls, the same grants.
 
 Kubernetes API refusals and outages become `UnavailableError` naming the step and the cause (the status,
 the fields a 422 names); response bodies are never shown, since they may quote the config. A template that
@@ -28,7 +31,12 @@ from modelloop.monitoring.retrain import Retrainer, RetrainLaunch, RetrainReques
 
 from .api import api_client
 from .manifests import Manifest
-from .retrain_template import RetrainJobTemplate, load_job_template
+from .retrain_template import (
+    TUNING_TEMPLATE_FILE,
+    RetrainJobTemplate,
+    load_job_template,
+    load_tuning_template,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +90,12 @@ class KubernetesJobRetrainer(Retrainer):
     """Launches each retraining as a Job made from `template` in `namespace`, through `api` (a
     `kubernetes.client.ApiClient`, e.g. from `connect`). See the module docstring."""
 
-    def __init__(self, template: Manifest, *, namespace: str, api: Any) -> None:
+    def __init__(
+        self, template: Manifest, *, namespace: str, api: Any, tuning: Manifest | None = None
+    ) -> None:
         from kubernetes.client import BatchV1Api, CoreV1Api
 
-        self._objects = RetrainJobTemplate(template, namespace=namespace)
+        self._objects = RetrainJobTemplate(template, namespace=namespace, tuning=tuning)
         self._namespace = namespace
         self._core: Any = CoreV1Api(api)
         self._batch: Any = BatchV1Api(api)
@@ -225,13 +235,17 @@ def cluster_retrainer(
     """The retrainer `modelloop monitor` uses on Kubernetes: the template at `template_path`, the Jobs in
     `namespace` (default: the template's `metadata.namespace`), credentials from `connect(kubeconfig=)`."""
     template = load_job_template(template_path)
+    tuning_path = template_path.with_name(TUNING_TEMPLATE_FILE)
+    tuning = load_tuning_template(tuning_path) if tuning_path.is_file() else None
     ns = namespace or template["metadata"].get("namespace")
     if not ns:
         raise ConfigError(
             "no namespace for retraining Jobs: set MODELLOOP_RETRAIN_NAMESPACE or the template's "
             "metadata.namespace"
         )
-    return KubernetesJobRetrainer(template, namespace=str(ns), api=connect(kubeconfig=kubeconfig))
+    return KubernetesJobRetrainer(
+        template, namespace=str(ns), api=connect(kubeconfig=kubeconfig), tuning=tuning
+    )
 
 
 __all__ = ["KubernetesJobRetrainer", "cluster_retrainer", "connect"]

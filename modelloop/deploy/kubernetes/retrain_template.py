@@ -7,6 +7,12 @@ template (its `generateName` kept): the training container's `--config` points a
 `CONFIG_DIR`, `--triggered-by <monitoring run id>` is appended (and `--tracking-uri` when the container has no
 MLflow tracking env of its own), and labels and annotations name the model, version and monitoring run. A
 template that cannot work is a `ConfigError` naming the field.
+
+When the training config asks for `study.workers` > 1 and a tuning Job template is given (the chart's
+`tuning-job.yaml`, an Indexed Job of `--tune-and-finish` pods), the Job is made from it instead: completions
+and parallelism set to the worker count, and `--set study.name=<model>-<monitoring run id[:8]>` so each
+retraining tunes its own study and a re-run of the same retraining finds it finished and registers nothing.
+Without a tuning template, the one pod runs the workers as local processes (`study.workers` in the config).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ CONFIG_DIR = "/etc/modelloop/training"
 CONFIG_KEY = "config.yaml"
 CONFIG_PATH = posixpath.join(CONFIG_DIR, CONFIG_KEY)
 TRAIN_CONTAINER = "train"
+#: The tuning Job template's file name, beside the retraining Job template (the chart's ConfigMap key).
+TUNING_TEMPLATE_FILE = "tuning-job.yaml"
 
 MODEL_LABEL = "modelloop.io/model"
 MONITORING_RUN_LABEL = "modelloop.io/monitoring-run"
@@ -61,6 +69,17 @@ def _option_removed(args: list[str], flag: str) -> list[str]:
         elif arg == flag:
             skip = True
         elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def _set_removed(args: list[str], keys: tuple[str, ...]) -> list[str]:
+    """`args` without the `--set KEY=VALUE` overrides of `keys`."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] == "--set" and arg.split("=", 1)[0] in keys:
+            out.pop()
+        else:
             out.append(arg)
     return out
 
@@ -110,19 +129,53 @@ def check_job_template(template: Any) -> Manifest:
     return template
 
 
+def check_tuning_template(template: Any) -> Manifest:
+    """`template` if it can be launched as a tuning Job (an Indexed retraining Job whose training container
+    runs `--tune-and-finish`), else `ConfigError` naming the field."""
+    job = check_job_template(template)
+    if job["spec"].get("completionMode") != "Indexed":
+        raise ConfigError("tuning Job template: spec.completionMode must be Indexed (one worker per index)")
+    container = _train_container(job["spec"]["template"]["spec"])
+    if "--tune-and-finish" not in [str(a) for a in container.get("args") or []]:
+        raise ConfigError("tuning Job template: the training container's args must hold --tune-and-finish")
+    return job
+
+
+def config_workers(config_text: str) -> int:
+    """`study.workers` of a training config's text (1 when absent or unreadable: one pod trains)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config_text)
+        workers = (data.get("study") or {}).get("workers", 1) if isinstance(data, dict) else 1
+        return max(1, int(workers))
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return 1
+
+
 def load_job_template(path: Path) -> Manifest:
     """The Job template in the YAML file `path`; `ConfigError` when it is missing or cannot work."""
     return check_job_template(read_yaml_mapping(path, what="retraining Job template"))
 
 
+def load_tuning_template(path: Path) -> Manifest:
+    """The tuning Job template in the YAML file `path` (`check_tuning_template`)."""
+    return check_tuning_template(read_yaml_mapping(path, what="tuning Job template"))
+
+
 class RetrainJobTemplate:
     """A checked Job template and the namespace its Jobs go to: makes each retraining's objects."""
 
-    def __init__(self, template: Manifest, *, namespace: str) -> None:
+    def __init__(self, template: Manifest, *, namespace: str, tuning: Manifest | None = None) -> None:
         if not namespace:
             raise ConfigError("retraining namespace is empty (MODELLOOP_RETRAIN_NAMESPACE)")
         self.template = copy.deepcopy(check_job_template(template))
+        self.tuning = None if tuning is None else copy.deepcopy(check_tuning_template(tuning))
         self.namespace = namespace
+
+    def study_name(self, request: RetrainRequest) -> str:
+        """The study of one retraining: the model and the monitoring run (a re-run reuses it)."""
+        return f"{request.model_name}-{_dns_part(request.monitoring_run_id, 8)}"
 
     def config_map_name(self, request: RetrainRequest) -> str:
         """`<generateName><model>-<monitoring run id[:8]>`, a valid object name."""
@@ -163,8 +216,14 @@ class RetrainJobTemplate:
         }
 
     def job(self, request: RetrainRequest, config_map: str) -> Manifest:
-        """The Job for `request`: the template with the config volume, arguments, labels and annotations."""
-        job = copy.deepcopy(self.template)
+        """The Job for `request`: the template (the tuning one for several workers) with the config volume,
+        arguments, labels and annotations."""
+        workers = config_workers(request.config_text)
+        tuning = self.tuning is not None and workers > 1
+        job = copy.deepcopy(self.tuning if tuning and self.tuning is not None else self.template)
+        if tuning:
+            job["spec"]["completions"] = workers
+            job["spec"]["parallelism"] = workers
         meta = job["metadata"]
         meta["namespace"] = self.namespace
         meta["labels"] = {**(meta.get("labels") or {}), **self._labels(request)}
@@ -180,6 +239,9 @@ class RetrainJobTemplate:
         env_names = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
         if not env_names & TRACKING_ENV:
             args = [*_option_removed(args, "--tracking-uri"), "--tracking-uri", request.tracking_uri]
+        if tuning:
+            args = _set_removed(args, ("study.workers", "study.name"))
+            args += ["--set", f"study.workers={workers}", "--set", f"study.name={self.study_name(request)}"]
         container["args"] = [*args, "--triggered-by", request.monitoring_run_id]
         mounts = [
             m
@@ -206,7 +268,11 @@ __all__ = [
     "CONFIG_KEY",
     "CONFIG_PATH",
     "CONFIG_VOLUME",
+    "TUNING_TEMPLATE_FILE",
     "RetrainJobTemplate",
     "check_job_template",
+    "check_tuning_template",
+    "config_workers",
     "load_job_template",
+    "load_tuning_template",
 ]

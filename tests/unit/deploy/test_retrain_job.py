@@ -21,7 +21,13 @@ from kubernetes.client import ApiClient, Configuration
 from modelloop.cli import cli
 from modelloop.contract.errors import ConfigError, UnavailableError
 from modelloop.deploy.kubernetes.retrain_job import KubernetesJobRetrainer, cluster_retrainer, connect
-from modelloop.deploy.kubernetes.retrain_template import CONFIG_PATH, check_job_template, load_job_template
+from modelloop.deploy.kubernetes.retrain_template import (
+    CONFIG_PATH,
+    check_job_template,
+    check_tuning_template,
+    config_workers,
+    load_job_template,
+)
 from modelloop.monitoring.retrain import Retrainer, RetrainRequest
 
 from .fake_kube_http import FakeKubeApiServer, write_kubeconfig
@@ -355,3 +361,47 @@ def test_monitor_cli_uses_the_job_template(tmp_path: Path, monkeypatch: pytest.M
         env={"MODELLOOP_RETRAIN_JOB_TEMPLATE": str(missing), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
     )
     assert "retraining Job template" not in result.output
+
+
+# ----- several workers: the Indexed tuning Job
+
+TUNING = copy.deepcopy(TEMPLATE)
+TUNING["metadata"]["generateName"] = "modelloop-tune-"
+TUNING["spec"].update({"completionMode": "Indexed", "completions": 2, "parallelism": 2})
+TUNING["spec"]["template"]["spec"]["containers"][0]["args"] = [
+    "train",
+    "--tune-and-finish",
+    "--set",
+    "study.storage=$(MODELLOOP_STUDY_STORAGE)",
+    "--set",
+    "study.workers=2",
+]
+
+
+def test_config_workers_reads_the_study_section() -> None:
+    assert config_workers("study: {workers: 3}\n") == 3
+    assert config_workers("model_name: x\n") == 1
+    assert config_workers(": not yaml [") == 1
+
+
+def test_a_config_with_workers_launches_the_tuning_job(kube: FakeKubeApiServer) -> None:
+    api = ApiClient(Configuration(host=kube.url))
+    launcher = KubernetesJobRetrainer(TEMPLATE, namespace="ml", api=api, tuning=TUNING)
+    base = request()
+    launcher.launch(
+        RetrainRequest(**{**vars(base), "config_text": "model_name: churn\nstudy: {workers: 5}\n"})
+    )
+    job = one(kube, "Job")
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 5
+    args = container(job)["args"]
+    assert "--tune-and-finish" in args and "study.workers=5" in args and "study.workers=2" not in args
+    assert f"study.name=churn-{base.monitoring_run_id[:8]}" in args
+    kubernetes_validate.validate(job, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_a_tuning_template_must_be_indexed() -> None:
+    bad = copy.deepcopy(TUNING)
+    del bad["spec"]["completionMode"]
+    with pytest.raises(ConfigError, match="Indexed"):
+        check_tuning_template(bad)

@@ -86,7 +86,11 @@ def test_minimal_config_gets_defaults() -> None:
         ("dataset.url", "sqlite://", "dataset.url: is only used with query"),
         ("dataset.name", "iris", "dataset.name: must look like sklearn:<dataset>"),
         ("study.n_trials", 0, "study.n_trials: Input should be greater than or equal to 1"),
-        ("study.storage", "redis://x", "study.storage: must be a sqlite:/// or postgresql:// URL"),
+        (
+            "study.storage",
+            "redis://x",
+            "study.storage: must be a journal:///, sqlite:/// or postgresql:// URL",
+        ),
         ("split.kind", "time", "split.time_column: kind time needs time_column"),
         ("split.time_column", "ts", "split.time_column: is only used with kind time"),
         ("split.test_size", 1.5, "split.test_size: Input should be less than 1"),

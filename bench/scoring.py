@@ -1,0 +1,173 @@
+"""Batch scoring (`modelloop score`) against the model's own `predict_proba` and MLflow's pyfunc, one core.
+
+Workload: 1,000,000 rows x 30 features (breast-cancer rows resampled, 5 % noise) of the reference model
+(`tests.models.register_reference_model`, StandardScaler + 100-tree HGB, as bench/serving.py registers it),
+in a Parquet file of 8 row groups. Measured in the same run, with OMP_NUM_THREADS=1 and the process pinned to
+one core:
+
+- anchor: the model's own `predict_proba` on the whole in-memory DataFrame (no I/O at all);
+- `modelloop score` in-process (`score_batch`, the model loaded beforehand): Parquet read, validation,
+  prediction and Parquet write included; target >= 0.8 of the anchor;
+- `mlflow.pyfunc.load_model(...).predict` on pandas chunks of 100,000 rows (in memory, no I/O);
+- the command itself (`modelloop score --memory-budget 1G`) in a child process: wall time and peak RSS
+  against the budget;
+- two child processes scoring a shard each on two cores against one scoring the whole file (target >= 1.7x).
+
+Prints the figures and ratios; fails only when a component cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS = 1_000_000
+CHUNK = 100_000
+BUDGET = "1G"
+BUDGET_BYTES = 1 << 30
+MODEL = "bench-batch"
+
+
+def _rows(features: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    picked = features.iloc[rng.integers(0, len(features), ROWS)].reset_index(drop=True)
+    noise = rng.normal(0.0, 0.05, picked.shape) * features.std().to_numpy()
+    frame = pd.DataFrame(picked.to_numpy() + noise, columns=features.columns)
+    frame.insert(0, "customer_id", np.arange(ROWS, dtype=np.int64))
+    return frame
+
+
+def _spawn(env: dict[str, str], core: str, args: list[str]) -> subprocess.Popen[str]:
+    """`modelloop score ARGS` pinned to `core`, under GNU time (its last stderr line: peak RSS in KiB)."""
+    cmd = ["/usr/bin/time", "-f", "%M", "taskset", "-c", core, sys.executable, "-m", "modelloop", "score",
+           "--quiet", *args]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """(peak RSS bytes, stdout) of a finished command; RuntimeError when it failed."""
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"modelloop score failed ({proc.returncode}): {err.strip()[-400:]}")
+    return int(err.strip().splitlines()[-1]) * 1024, out
+
+
+def _scoring_seconds(summary: str) -> float:
+    found = re.search(r"in ([0-9.]+) s", summary)
+    return float(found.group(1)) if found else float("nan")
+
+
+def main() -> int:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    if shutil.which("taskset") is None or not Path("/usr/bin/time").exists() or (os.cpu_count() or 1) < 2:
+        print("bench/scoring: needs taskset, /usr/bin/time and 2 cores", file=sys.stderr)
+        return 1
+    os.sched_setaffinity(0, {0})
+    from modelloop.deploy.mlflow_server import MlflowServer
+    from tests.models import register_reference_model
+
+    work = Path(tempfile.mkdtemp(prefix="modelloop-bench-scoring-"))
+    server = MlflowServer(work / "mlflow")
+    server.start(timeout=180)
+    try:
+        reg = register_reference_model(server.url, MODEL, max_iter=100)
+        return _measure(work, root, server.url, reg)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(work: Path, root: Path, tracking_uri: str, reg: Any) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = _rows(reg.features)
+    path = work / "rows.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=ROWS // 8)
+    features = frame.drop(columns=["customer_id"])
+    del frame
+    print(f"workload: {ROWS:,} rows x {features.shape[1]} features, reference model v{reg.version}, one core")
+    own, ours, pyfunc = _in_process(work, path, features, tracking_uri, reg.version)
+    del features
+    lines = [
+        f"model's own predict_proba (in memory):          {own:>12,.0f} rows/s",
+        f"modelloop score in-process (Parquet in + out):  {ours:>12,.0f} rows/s, "
+        f"{ours / own:.2f} of predict_proba (target >= 0.8)",
+        f"mlflow pyfunc predict on 100k pandas chunks:    {pyfunc:>12,.0f} rows/s, "
+        f"ours / pyfunc {ours / pyfunc:.2f}",
+    ]
+    print("\n".join(lines), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    base = ["--model", f"{MODEL}/{reg.version}", "--input", str(path), "--key", "customer_id",
+            "--memory-budget", BUDGET, "--tracking-uri", tracking_uri, "--no-record"]  # fmt: skip
+    started = time.perf_counter()
+    rss, summary1 = _finish(_spawn(env, "0", [*base, "--output", str(work / "out1"), "--batch-id", "one"]))
+    wall1 = time.perf_counter() - started
+    started = time.perf_counter()
+    shards = ["--output", str(work / "out2"), "--batch-id", "two", "--shards", "2", "--shard-index"]
+    procs = [_spawn(env, str(i), [*base, *shards, str(i)]) for i in range(2)]
+    outs = [_finish(p) for p in procs]
+    wall2 = time.perf_counter() - started
+    scoring1, scoring2 = _scoring_seconds(summary1), max(_scoring_seconds(o[1]) for o in outs)
+    lines = [
+        f"modelloop score command, 1 process:             {wall1:>8.1f} s wall "
+        f"({scoring1:.1f} s model load + scoring)",
+        f"peak RSS of the command:                        {rss / 2**20:>8.0f} MiB "
+        f"({'within' if rss <= BUDGET_BYTES else 'over'} the {BUDGET} budget)",
+        f"2 processes x 1 shard on 2 cores:               {wall2:>8.1f} s wall "
+        f"({scoring2:.1f} s model load + scoring)",
+        f"2 shards / 1: {wall1 / wall2:.2f}x wall, {scoring1 / scoring2:.2f}x load + scoring (target >= 1.7)",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _in_process(work: Path, path: Path, features: Any, tracking_uri: str, version: str) -> tuple[float, ...]:
+    """Rows/s of the model's own predict_proba, of `score_batch` (model loaded beforehand) and of pyfunc."""
+    import mlflow
+
+    from modelloop.batch import BatchJob, Shard, score_batch
+    from modelloop.batch.scoring import chunk_rows_for, resident_bytes
+    from modelloop.batch.sinks import ParquetSink
+    from modelloop.batch.sources import ParquetSource
+    from modelloop.serving.model_host import load_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    pipe = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
+    started = time.perf_counter()
+    pipe.predict_proba(features)
+    own = ROWS / (time.perf_counter() - started)
+    model = load_model(tracking_uri, MODEL, version, max_rows=chunk_rows_for(BUDGET_BYTES, 31))
+    # in-process the bench's own data counts against the budget: give the job what the command would have
+    job = BatchJob(
+        model=f"{MODEL}/{version}", tracking_uri=tracking_uri, source=ParquetSource(path),
+        sink=ParquetSink(work / "out-inproc", "bench", Shard()), batch_id="bench", keys=("customer_id",),
+        memory_budget=BUDGET_BYTES + resident_bytes(), progress=False, loader=lambda *a, **k: model,
+    )  # fmt: skip
+    started = time.perf_counter()
+    result = score_batch(job)
+    ours = ROWS / (time.perf_counter() - started)
+    assert result.scored == ROWS, result.summary()
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+    started = time.perf_counter()
+    for start in range(0, ROWS, CHUNK):
+        pyfunc.predict(features.iloc[start : start + CHUNK])
+    return own, ours, ROWS / (time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""Batch scoring: a whole table scored with exactly the version the scoring server would load.
+
+Sits on the deploy floor, deploy's independent sibling: it uses serving's loader and validation
+(`serving.model_host.load_model`, `serving.schema.ModelSchema`) and monitoring's drift statistics, and
+records each batch in MLflow through `adapters.mlflow_batch_runs`. Called by `modelloop score`
+(`cli/score.py`), locally or as one index of the chart's Indexed Job.
+
+    sources.py   Parquet / CSV / SQL query, read in bounded chunks, one shard's share of it
+    shards.py    which share of the input one shard (`index::N`) scores
+    rows.py      a chunk into validated rows and rejects (serving's validation and messages)
+    sinks.py     Parquet parts or a SQL table, nothing visible until the shard commits
+    sample.py    a bounded uniform sample of the inputs, for the drift summary
+    progress.py  the progress line on stderr
+    scoring.py   the loop: read, validate, predict, write; the result and its MLflow record
+"""
+
+from .scoring import BatchJob, BatchResult, score_batch
+from .shards import Shard
+
+__all__ = ["BatchJob", "BatchResult", "Shard", "score_batch"]

@@ -1,0 +1,53 @@
+"""Which share of the input one shard scores: `Shard(index, count)`, parsed from `index::N`.
+
+Used by `batch.sources`: a Parquet file is split by row groups (group g goes to shard g mod N), a CSV file by
+its read blocks (the same rule), a query by an integer key column (`key mod N = index`). Every row belongs to
+exactly one shard whatever N is, so N shards together score the input once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelloop.contract.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0 <= index < count)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InvalidInputError(f"shard {self.index}::{self.count} is not one of {self.count} shards")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`INDEX::COUNT` (e.g. `0::4`)."""
+        index, sep, count = text.partition("::")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise InvalidInputError(f"shard {text[:40]!r} is not INDEX::COUNT (e.g. 0::4)")
+        return cls(int(index), int(count))
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+    def owns(self, position: int) -> bool:
+        """True when the block (row group, read block) at `position` is this shard's."""
+        return position % self.count == self.index
+
+    def row_groups(self, n_groups: int) -> list[int]:
+        """The row groups of a file with `n_groups` that this shard reads."""
+        return [g for g in range(n_groups) if self.owns(g)]
+
+    def __str__(self) -> str:
+        return f"{self.index}::{self.count}"
+
+
+#: the whole input: one shard of one
+WHOLE = Shard()
+
+__all__ = ["WHOLE", "Shard"]

@@ -1,0 +1,253 @@
+"""The input of a batch, read in bounded chunks: a Parquet file, a CSV file, or a SQL query.
+
+Used by `batch.scoring`. Each source yields `Chunk`s (an Arrow record batch and the input row number of its
+first row) for one shard's share only (`batch.shards`), and says what it is for the MLflow record: a location,
+a kind and a digest. Digests are cheap and content-dependent: a Parquet file's footer (schema, row groups,
+their sizes and statistics), a CSV file's bytes, a query's text and shard. A file that cannot be read, a query
+that fails and a shard a source cannot split are `InvalidInputError`s naming the input, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from modelloop.contract.errors import InvalidInputError, UnavailableError
+from modelloop.serving.errors import clip
+
+from .shards import WHOLE, Shard
+
+#: bytes of CSV text per read block, per row of a chunk and column (a block is roughly one chunk)
+_CSV_BYTES_PER_VALUE = 12
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows of the input: `first_row` is the input row number of `batch`'s first row."""
+
+    first_row: int
+    batch: pa.RecordBatch
+
+
+class Source(Protocol):
+    """One input of a batch (see the module docstring)."""
+
+    kind: str  # "parquet" | "csv" | "sql"
+    location: str  # where it is, without credentials
+
+    def column_names(self) -> list[str]:
+        """The input's columns (for a query: known once the first chunk is read; [] before)."""
+        ...
+
+    def chunks(self, chunk_rows: int) -> Iterator[Chunk]:
+        """This shard's rows, at most `chunk_rows` at a time."""
+        ...
+
+    def digest(self) -> str:
+        """A short hex digest identifying the input's content."""
+        ...
+
+
+def _unreadable(path: Path, what: str, exc: BaseException) -> InvalidInputError:
+    if isinstance(exc, FileNotFoundError):
+        return InvalidInputError(f"input {path!s} does not exist")
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InvalidInputError(f"input {path!s} is not a readable {what} file ({clip(detail)})")
+
+
+class ParquetSource:
+    """A Parquet file; a shard reads the row groups g with g mod N = index."""
+
+    kind = "parquet"
+
+    def __init__(self, path: Path, *, shard: Shard = WHOLE, columns: list[str] | None = None) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self.location = str(path)
+        self.shard = shard
+        try:
+            self._file = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise _unreadable(path, "Parquet", exc) from None
+        self._columns = columns
+
+    def column_names(self) -> list[str]:
+        return list(self._file.schema_arrow.names)
+
+    def select(self, columns: list[str]) -> None:
+        """Read only `columns` (those of the model and the keys)."""
+        self._columns = columns
+
+    def total_rows(self) -> int:
+        meta = self._file.metadata
+        return sum(meta.row_group(g).num_rows for g in self.shard.row_groups(meta.num_row_groups))
+
+    def chunks(self, chunk_rows: int) -> Iterator[Chunk]:
+        meta = self._file.metadata
+        offsets = [0]
+        for g in range(meta.num_row_groups):
+            offsets.append(offsets[-1] + meta.row_group(g).num_rows)
+        for group in self.shard.row_groups(meta.num_row_groups):
+            first = offsets[group]
+            try:
+                for batch in self._file.iter_batches(
+                    batch_size=chunk_rows, row_groups=[group], columns=self._columns, use_threads=False
+                ):
+                    yield Chunk(first, batch)
+                    first += batch.num_rows
+            except (OSError, pa.ArrowException) as exc:
+                raise _unreadable(self.path, "Parquet", exc) from None
+
+    def digest(self) -> str:
+        meta = self._file.metadata
+        h = hashlib.sha256(str(self._file.schema_arrow).encode())
+        for g in range(meta.num_row_groups):
+            h.update(repr(meta.row_group(g).to_dict()).encode())
+        return h.hexdigest()[:16]
+
+
+class CsvSource:
+    """A CSV file with a header; a shard reads the blocks b with b mod N = index (all blocks are parsed)."""
+
+    kind = "csv"
+
+    def __init__(
+        self, path: Path, *, shard: Shard = WHOLE, column_types: dict[str, pa.DataType] | None = None
+    ) -> None:
+        self.path = path
+        self.location = str(path)
+        self.shard = shard
+        self.column_types = column_types or {}
+        try:
+            with path.open("rb") as f:
+                header = f.readline().decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _unreadable(path, "CSV", exc) from None
+        if not header:
+            raise InvalidInputError(f"input {path!s} has no CSV header line")
+        self._names = [n.strip().strip('"') for n in header.split(",")]
+
+    def column_names(self) -> list[str]:
+        return list(self._names)
+
+    def chunks(self, chunk_rows: int) -> Iterator[Chunk]:
+        from pyarrow import csv
+
+        block = max(1 << 16, chunk_rows * max(1, len(self._names)) * _CSV_BYTES_PER_VALUE)
+        types = {k: v for k, v in self.column_types.items() if k in self._names}
+        try:
+            reader = csv.open_csv(
+                self.path,
+                read_options=csv.ReadOptions(block_size=block, use_threads=False),
+                convert_options=csv.ConvertOptions(column_types=types),
+            )
+            first = 0
+            for position, batch in enumerate(reader):
+                if self.shard.owns(position):
+                    yield Chunk(first, batch)
+                first += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise _unreadable(self.path, "CSV", exc) from None
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        with self.path.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()[:16]
+
+
+class SqlSource:
+    """The rows of a query (a SQLAlchemy URL); a shard reads the rows whose integer `shard_key` mod N is its
+    index."""
+
+    kind = "sql"
+
+    def __init__(self, url: str, query: str, *, shard: Shard = WHOLE, shard_key: str | None = None) -> None:
+        import sqlalchemy as sa
+
+        if not shard.whole and not shard_key:
+            raise InvalidInputError("a query is split into shards by an integer column: give --shard-key")
+        try:
+            self._engine = sa.create_engine(url)
+        except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+            raise InvalidInputError(f"--url is not a usable SQLAlchemy URL ({type(exc).__name__})") from None
+        self.location = self._engine.url.render_as_string(hide_password=True)
+        self.query = query
+        self.shard = shard
+        self.shard_key = shard_key
+        self._names: list[str] = []
+
+    def statement(self) -> str:
+        """The query as run: wrapped with the shard's key condition when split."""
+        inner = self.query.strip().rstrip(";")
+        if self.shard.whole or self.shard_key is None:
+            return inner
+        key = self._engine.dialect.identifier_preparer.quote(self.shard_key)
+        return f"SELECT * FROM ({inner}) AS modelloop_q WHERE modelloop_q.{key} % {self.shard.count} = {self.shard.index}"  # noqa: E501
+
+    def column_names(self) -> list[str]:
+        return list(self._names)
+
+    def chunks(self, chunk_rows: int) -> Iterator[Chunk]:
+        import sqlalchemy as sa
+
+        first = 0
+        try:
+            with self._engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
+                    sa.text(self.statement())
+                )
+                self._names = [str(k) for k in result.keys()]  # noqa: SIM118 (a Result, not a dict)
+                for rows in result.partitions(chunk_rows):
+                    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in self._names]
+                    batch = pa.RecordBatch.from_arrays(
+                        [pa.array(list(c)) for c in columns], names=self._names
+                    )
+                    yield Chunk(first, batch)
+                    first += batch.num_rows
+        except sa.exc.OperationalError as exc:
+            if "syntax" in str(exc.orig).lower() or "no such" in str(exc.orig).lower():
+                raise InvalidInputError(f"the query fails ({clip(str(exc.orig).splitlines()[0])})") from None
+            raise UnavailableError(f"the database at {self.location} is unreachable or failed") from None
+        except sa.exc.DBAPIError as exc:
+            raise InvalidInputError(f"the query fails ({clip(str(exc.orig).splitlines()[0])})") from None
+        finally:
+            self._engine.dispose()
+
+    def digest(self) -> str:
+        return hashlib.sha256(f"{self.location}\n{self.statement()}".encode()).hexdigest()[:16]
+
+
+def open_source(
+    *,
+    input_path: Path | None,
+    query: str | None,
+    url: str | None,
+    shard: Shard,
+    shard_key: str | None = None,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> ParquetSource | CsvSource | SqlSource:
+    """The source the command line names: `input_path` (.parquet/.pq or .csv) or `query` with `url`."""
+    if (input_path is None) == (query is None):
+        raise InvalidInputError("give either --input FILE or --query SQL (with --url)")
+    if query is not None:
+        if not url:
+            raise InvalidInputError("--query needs --url (a SQLAlchemy URL of the database)")
+        return SqlSource(url, query, shard=shard, shard_key=shard_key)
+    assert input_path is not None
+    suffix = input_path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return ParquetSource(input_path, shard=shard)
+    if suffix == ".csv":
+        return CsvSource(input_path, shard=shard, column_types=column_types)
+    raise InvalidInputError(f"input {clip(str(input_path))} is neither .parquet nor .csv")
+
+
+__all__ = ["Chunk", "CsvSource", "ParquetSource", "Source", "SqlSource", "open_source"]

@@ -1,0 +1,194 @@
+"""`modelloop score`: score a table with a registered version, locally or as an Indexed Job on Kubernetes.
+
+Locally (or in one index of the Job) it builds the source, the sink and the MLflow recorder and runs
+`modelloop.batch.score_batch`, printing the summary; `--on-kubernetes` creates the batch's parent MLflow run
+and launches the chart's Indexed Job through `modelloop.deploy.kubernetes.batch_job` instead, each index
+running this same command with `--shard-index` from `JOB_COMPLETION_INDEX`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import click
+
+from modelloop.cli.errors import reports_errors
+from modelloop.contract.errors import InvalidInputError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_BATCH_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+def parse_size(text: str) -> int:
+    """`512M`, `1G`, `1GiB`, `1073741824` -> bytes (powers of 1024)."""
+    found = _SIZE.match(text)
+    if not found:
+        raise InvalidInputError(f"--memory-budget {text[:40]!r} is not a size such as 512M or 2G")
+    power = " kmgt".index(found.group(2).lower() or " ")
+    return int(float(found.group(1)) * 1024**power)
+
+
+def check_batch_id(batch_id: str) -> str:
+    if not _BATCH_ID.match(batch_id):
+        raise InvalidInputError(
+            f"--batch-id {batch_id[:50]!r}: use 1-40 lowercase letters, digits and '-' "
+            "(it names files and Jobs)"
+        )
+    return batch_id
+
+
+@click.command()
+@click.option("--model", required=True, help="The version to score with: NAME@ALIAS or NAME/VERSION.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), help="A .parquet or .csv file.")
+@click.option("--query", help="A SQL query giving the rows (with --url).")
+@click.option("--url", help="SQLAlchemy URL of the database --query reads.")
+@click.option("--output", type=click.Path(path_type=Path), help="Folder for the Parquet parts.")
+@click.option("--output-table", help="SQL table for the answers (with --output-url); rejects: TABLE_rejects.")
+@click.option("--output-url", help="SQLAlchemy URL of the database --output-table is in.")
+@click.option(
+    "--key", "keys", multiple=True, help="Input column(s) identifying a row (default: a row number)."
+)
+@click.option("--batch-id", help="Names the batch's parts and run; a re-run with the same id replaces them.")
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=1000),
+    default=1,
+    show_default=True,
+    help="Shards of the input.",
+)
+@click.option(
+    "--shard-index",
+    type=click.IntRange(min=0),
+    envvar="JOB_COMPLETION_INDEX",
+    default=0,
+    help="The shard this process scores (default: JOB_COMPLETION_INDEX, set in an Indexed Job's pods).",
+)
+@click.option("--shard-key", help="Integer column splitting a --query into shards (key mod shards).")
+@click.option("--parent-run", help="MLflow parent run of a sharded batch (set by --on-kubernetes).")
+@click.option("--memory-budget", default="1G", show_default=True, help="Peak memory of the process.")
+@click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
+@click.option("--no-record", is_flag=True, help="Write no MLflow run.")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option("--on-kubernetes", is_flag=True, help="Launch the chart's Indexed Job with --shards indexes.")
+@click.option(
+    "--job-template",
+    type=click.Path(path_type=Path),
+    envvar="MODELLOOP_BATCH_JOB_TEMPLATE",
+    help="The chart's batch Job template (ConfigMap <fullname>-batch-job, key job.yaml).",
+)
+@click.option("--namespace", envvar="MODELLOOP_BATCH_NAMESPACE", help="Namespace of the Job.")
+@click.option(
+    "--kubeconfig", type=click.Path(path_type=Path), help="Kubeconfig (default: in-cluster, then ~)."
+)
+@reports_errors
+def score(**options: object) -> None:
+    """Score a table (Parquet, CSV or a SQL query) with a registered model version."""
+    from modelloop.contract.logs import configure_logging
+    from modelloop.contract.settings import CommonSettings
+
+    tracking_uri = options["tracking_uri"]
+    settings = CommonSettings(tracking_uri=str(tracking_uri)) if tracking_uri else CommonSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    batch_id = check_batch_id(str(options["batch_id"] or uuid.uuid4().hex[:12]))
+    if options["on_kubernetes"]:
+        _launch(options, settings.tracking_uri, batch_id)
+    else:
+        _score_here(options, settings.tracking_uri, batch_id)
+
+
+def _score_here(options: dict[str, object], tracking_uri: str, batch_id: str) -> None:
+    from modelloop.batch import BatchJob, Shard, score_batch
+    from modelloop.batch.records import MlflowRecorder
+    from modelloop.batch.sinks import ParquetSink, Sink, SqlSink
+    from modelloop.batch.sources import open_source
+
+    shards = int(str(options["shards"]))
+    shard = Shard(int(str(options["shard_index"])), shards)
+    source = open_source(
+        input_path=_path(options["input_path"]),
+        query=_text(options["query"]),
+        url=_text(options["url"]),
+        shard=shard,
+        shard_key=_text(options["shard_key"]),
+    )
+    output, table = _path(options["output"]), _text(options["output_table"])
+    if (output is None) == (table is None):
+        raise InvalidInputError("give either --output DIR or --output-table TABLE (with --output-url)")
+    if table is not None and not options["output_url"]:
+        raise InvalidInputError("--output-table needs --output-url (a SQLAlchemy URL of the database)")
+    sink: Sink = (
+        ParquetSink(output, batch_id, shard)
+        if output is not None
+        else SqlSink(str(options["output_url"]), str(table), batch_id, shard)
+    )
+    recorder = None
+    if not options["no_record"]:
+        recorder = MlflowRecorder(tracking_uri, parent_run_id=_text(options["parent_run"]))
+    job = BatchJob(
+        model=str(options["model"]), tracking_uri=tracking_uri, source=source, sink=sink, batch_id=batch_id,
+        shard=shard, keys=_keys(options["keys"]), memory_budget=parse_size(str(options["memory_budget"])),
+        progress=not options["quiet"], recorder=recorder,
+    )  # fmt: skip
+    result = score_batch(job)
+    click.echo(result.summary())
+
+
+def _launch(options: dict[str, object], tracking_uri: str, batch_id: str) -> None:
+    from modelloop.batch.records import MlflowRecorder
+    from modelloop.batch.scoring import split_model_ref
+    from modelloop.deploy.kubernetes.batch_job import launch_batch_job, shard_args
+
+    template = _path(options["job_template"])
+    if template is None:
+        raise InvalidInputError(
+            "--on-kubernetes needs the chart's batch Job template: --job-template or "
+            "MODELLOOP_BATCH_JOB_TEMPLATE"
+        )
+    shards = int(str(options["shards"]))
+    name, _ = split_model_ref(str(options["model"]))
+    parent = MlflowRecorder(tracking_uri).parent(batch_id, shards, model=name)
+    args = shard_args(_given_args(), batch_id=batch_id, shards=shards, parent_run=parent)
+    launched = launch_batch_job(
+        template, args, batch_id=batch_id, shards=shards, model=name,
+        namespace=_text(options["namespace"]), kubeconfig=_path(options["kubeconfig"]),
+    )  # fmt: skip
+    click.echo(f"batch {batch_id}: {launched}; MLflow parent run {parent}")
+
+
+def _given_args() -> list[str]:
+    """The options given on the command line, as arguments again (in the command's order)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    args: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+            continue
+        flag, value = param.opts[0], ctx.params[param.name]
+        if param.is_flag:
+            args += [flag] if value else []
+        elif param.multiple:
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
+
+
+def _keys(value: object) -> tuple[str, ...]:
+    return tuple(str(k) for k in value) if isinstance(value, tuple | list) else ()
+
+
+def _path(value: object) -> Path | None:
+    return value if isinstance(value, Path) else None
+
+
+__all__ = ["check_batch_id", "parse_size", "score"]
