@@ -65,6 +65,7 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     ready: Future[list[ModelStatus]] = field(default_factory=Future)
+    serving: threading.Event = field(default_factory=threading.Event)  # its health said SERVING once
     replies: dict[int, Future[Any]] = field(default_factory=dict)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     next_id: int = 0
@@ -136,7 +137,7 @@ class Supervisor:
         try:
             metrics_server, metrics_port = self._metrics(metrics_dir)
             self._workers = [self._spawn(i, plan=None, late_bind=False) for i in range(self.count)]
-            if self._wait_ready(self._workers):
+            if self._wait_ready(self._workers) and self._wait_serving(self._workers):
                 self.plan = _plan_of(self._workers[0].ready.result())
                 if self.settings.port_file is not None:
                     write_port_file(self.settings.port_file, Ports(grpc=port, metrics=metrics_port))
@@ -258,6 +259,14 @@ class Supervisor:
             raise failed.ready.exception()  # type: ignore[misc]
         return True
 
+    def _wait_serving(self, workers: list[_Worker]) -> bool:
+        """True once every worker's health has said SERVING (so the port file, the readiness signal, never
+        comes before health does); False when stopping first or a worker exits meanwhile."""
+        while not all(w.serving.is_set() for w in workers):
+            if any(w.process.exitcode is not None for w in workers) or self._stopping.wait(POLL_SECONDS):
+                return False
+        return True
+
     def _forget(self, worker: _Worker) -> None:
         """A dead worker: its live gauges leave the metrics."""
         from prometheus_client import multiprocess
@@ -275,6 +284,8 @@ class Supervisor:
             kind = message[0]
             if kind == "ready" and not worker.ready.done():
                 worker.ready.set_result(message[1])
+            elif kind == "serving":
+                worker.serving.set()
             elif kind == "failed" and not worker.ready.done():
                 worker.ready.set_exception(message[1])
             elif kind == "reply":

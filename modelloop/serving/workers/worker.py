@@ -134,8 +134,13 @@ class WorkerLink:
 
     async def _watch_peers(self) -> None:
         assert self._server is not None
+        told = False
         while True:
-            await self._server.set_peers_ready(all(self._states))
+            ready = all(self._states)
+            await self._server.set_peers_ready(ready)
+            if ready and not told:  # the supervisor writes the port file once every worker has said this
+                self.send(("serving",))
+                told = True
             await asyncio.sleep(PEER_POLL_SECONDS)
 
     def _receive(self) -> None:
