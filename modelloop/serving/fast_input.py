@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _MISSING = object()
 #: `warnings.catch_warnings` swaps process-wide state: two probes interleaving (two models loading at once)
 #: would restore it in the wrong order and leave warnings recorded into a dead list for good
-_PROBE_LOCK = threading.Lock()
+PROBE_LOCK = threading.Lock()
 _PROBE_ROWS = 8
 
 
@@ -55,7 +55,7 @@ def fitted_order(model: Any, schema: ModelSchema) -> list[str]:
     return fitted_names if sorted(fitted_names) == sorted(names) else names
 
 
-def _same(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
+def same_answers(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if a.dtype.kind in "fc":
@@ -89,7 +89,7 @@ def matrix_feeder(
         assert features.matrix is not None
         return features.matrix if order is None else features.matrix[:, order]
 
-    with _PROBE_LOCK:
+    with PROBE_LOCK:
         return _probe(first, method, frame, feed, probe)
 
 
@@ -112,7 +112,7 @@ def _probe(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             got = np.asarray(method(feed(probe)))
-        if not caught and _same(got, expected):
+        if not caught and same_answers(got, expected):
             return feed
         log.debug("model answers a bare matrix differently or with a warning; DataFrame path kept")
     except Exception:
@@ -122,4 +122,4 @@ def _probe(
     return None
 
 
-__all__ = ["first_estimator", "fitted_order", "matrix_feeder"]
+__all__ = ["PROBE_LOCK", "first_estimator", "fitted_order", "matrix_feeder", "same_answers"]

@@ -29,6 +29,7 @@ from modelloop.contract.errors import ModelloopError, NotFoundError
 from modelloop.contract.model_registry import ModelRegistry
 from modelloop.contract.profile import OTHER_CATEGORY, CategoricalProfile
 
+from .column_feeder import column_feeder
 from .errors import ModelLoadError, NotReadyError, clip
 from .fast_input import fitted_order, matrix_feeder
 from .schema import Features, ModelSchema
@@ -80,24 +81,45 @@ def sklearn_predictor(
     def frame(features: Features) -> Any:
         return _frame(schema, features, order)
 
-    feed = matrix_feeder(model, schema, method, frame) or frame
-    log.info("%s is fed %s", label, "a numpy matrix (fast path)" if feed is not frame else "a DataFrame")
+    answer = _fastest_path(model, schema, method, frame, label)
     if classify:
         labels = np.asarray(classes)
 
         def classify_rows(features: Features) -> Prediction:
-            proba = np.asarray(method(feed(features)), dtype=np.float64)
+            proba = np.asarray(answer(features), dtype=np.float64)
             return labels[np.argmax(proba, axis=1)], proba
 
         return classify_rows
 
     def regress(features: Features) -> Prediction:
-        out = np.asarray(method(feed(features))).reshape(features.n_rows, -1)
+        out = np.asarray(answer(features)).reshape(features.n_rows, -1)
         if out.shape[1] != 1:
             raise ValueError(f"model gives {out.shape[1]} outputs per row; one is served")
         return out[:, 0], None
 
     return regress
+
+
+def _fastest_path(
+    model: Any,
+    schema: ModelSchema,
+    method: Callable[[Any], Any],
+    frame: Callable[[Features], Any],
+    label: str,
+) -> Callable[[Features], Any]:
+    """Rows -> the model's raw answer, by the cheapest path that answers exactly as a DataFrame does: a
+    numpy matrix (`serving.fast_input`, all-float models), a compiled ColumnTransformer
+    (`serving.column_feeder`, mixed-type pipelines), else the DataFrame itself."""
+    feed = matrix_feeder(model, schema, method, frame)
+    if feed is not None:
+        log.info("%s is fed a numpy matrix (fast path)", label)
+        return lambda features: method(feed(features))
+    compiled = None if schema.all_float else column_feeder(model, schema, method, frame)
+    if compiled is not None:
+        log.info("%s is fed numpy columns through its compiled ColumnTransformer (fast path)", label)
+        return compiled
+    log.info("%s is fed a DataFrame", label)
+    return lambda features: method(frame(features))
 
 
 def _pyfunc_predictor(model: Any, schema: ModelSchema) -> Callable[[Features], Prediction]:
