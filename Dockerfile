@@ -6,7 +6,7 @@
 #   python -m modelloop monitor --model NAME ...    the monitoring job
 #   python -m modelloop train --config FILE ...     a (re)training job
 #   python -m modelloop webhook register ...        the chart's post-install hook
-# The Python dependencies are the package's own (pyproject.toml, plus its `server` extra: MLflow basic auth, S3 artifacts).
+# The Python dependencies are the package's own (pyproject.toml, plus its `server` extra: MLflow basic auth, S3 artifacts; and the `lightgbm` and `xgboost` extras, so versions logged with those flavours load).
 # Runs as the non-root user 10001 and works with a read-only root filesystem (write only to /tmp).
 
 ARG PYTHON_IMAGE=docker.io/library/python:3.11.11-slim-bookworm
@@ -17,7 +17,7 @@ WORKDIR /src
 RUN python -m venv /opt/modelloop
 COPY pyproject.toml README.md ./
 COPY modelloop ./modelloop
-RUN /opt/modelloop/bin/pip install ".[server]" \
+RUN /opt/modelloop/bin/pip install ".[server,lightgbm,xgboost]" \
  && /opt/modelloop/bin/pip check \
  && /opt/modelloop/bin/python -m compileall -q /opt/modelloop/lib
 

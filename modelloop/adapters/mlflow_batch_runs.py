@@ -26,10 +26,11 @@ from modelloop.contract.errors import InvalidInputError
 from modelloop.contract.registry import TAG_RUN_KIND
 
 from . import mlflow_errors, mlflow_filters
+from .mlflow_experiments import ensure_experiment
 from .mlflow_registry import MlflowModelRegistry
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    pass
 
 BATCH_EXPERIMENT = "modelloop-batch"
 TAG_BATCH_ID = "modelloop.batch.id"
@@ -174,11 +175,8 @@ class MlflowBatchRuns:
         client.set_terminated(run.parent_run_id, status="FINISHED")
 
     def _experiment_id(self) -> str:
-        client = self._client
-        exp = client.get_experiment_by_name(self._experiment)
-        if exp is not None:
-            return str(exp.experiment_id)
-        return _create_experiment(client, self._experiment)
+        # a model-training experiment, so the MLflow UI shows its runs (not traces)
+        return ensure_experiment(self._client, self._experiment)
 
     def _find(self, experiment_id: str, batch_id: str, shard: str) -> str | None:
         flt = " and ".join(
@@ -189,18 +187,6 @@ class MlflowBatchRuns:
         )
         found = self._client.search_runs([experiment_id], flt, max_results=1)
         return str(found[0].info.run_id) if found else None
-
-
-def _create_experiment(client: MlflowClient, name: str) -> str:
-    try:
-        return str(client.create_experiment(name))
-    except Exception as exc:  # another process created it first
-        if mlflow_errors.error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-            raise
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
 
 
 def _now_ms() -> int:

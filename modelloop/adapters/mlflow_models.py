@@ -3,7 +3,9 @@
 Called through `MlflowModelRegistry.load_model` by serving (`serving.model_host`) and by the promotion gate
 (`training.gate`). The version's artifacts are downloaded into a temporary folder with the registry's own
 URIs (no process-wide tracking URI), then loaded from there: the scikit-learn flavour when the model has one
-(serving predicts with `predict_proba` on it), else the generic `pyfunc` flavour. MLflow's flavour code
+(serving predicts with `predict_proba` on it); else the LightGBM, XGBoost or CatBoost flavour when the model
+has one and it gives back a scikit-learn-API estimator (loaded as "sklearn": same serving path); else the
+generic `pyfunc` flavour. MLflow's flavour code
 applies its own trust rules (skops trusted types recorded with the model). The signature comes back as a
 `ModelSignature`, plain data with the shape of MLflow's (`inputs.inputs[i].name/.type/.required`,
 `inputs.has_input_names()`) so `serving.schema.ModelSchema.from_signature` reads it unchanged.
@@ -15,6 +17,7 @@ names the underlying exception type.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
@@ -34,6 +37,10 @@ if TYPE_CHECKING:
     from mlflow.types.schema import Schema
 
 log = logging.getLogger(__name__)
+
+#: Flavours whose loader returns an estimator with scikit-learn's API when the model was logged as one;
+#: such a model is served like a scikit-learn one (probabilities, the matrix fast path where it fits).
+NATIVE_FLAVOURS = ("lightgbm", "xgboost", "catboost")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class ModelSignature:
 
 @dataclass(frozen=True)
 class LoadedArtifact:
-    """A loaded model version: the model object, which flavour it was loaded with, and its signature."""
+    """A loaded model version: the model object, which flavour it was loaded with ("sklearn": any estimator
+    with scikit-learn's API, whichever MLflow flavour loaded it), and its signature."""
 
     model: object
     flavour: Literal["sklearn", "pyfunc"]
@@ -150,6 +158,13 @@ def _load_local(folder: Path, *, sklearn_only: bool) -> LoadedArtifact:
 
     meta = Model.load(str(folder / "MLmodel"))
     signature = plain_signature(meta.signature)
+    if "sklearn" not in meta.flavors:
+        for flavour in NATIVE_FLAVOURS:
+            if flavour in meta.flavors:
+                # the flavour's own loader gives back its scikit-learn-API estimator (LGBMClassifier, ...)
+                model = importlib.import_module(f"mlflow.{flavour}").load_model(str(folder))
+                if all(callable(getattr(model, m, None)) for m in ("predict", "get_params")):
+                    return LoadedArtifact(model, "sklearn", signature)
     if sklearn_only or "sklearn" in meta.flavors:
         import mlflow.sklearn
 

@@ -9,6 +9,7 @@ The port's contract is in `modelloop.contract.model_registry`; the error classif
 `adapters.mlflow_errors`. Beyond the port: `newest_in_stage` (a deprecated stage, for callers that follow a
 stage of their own choosing), `versions` and `aliases` (listing a model's versions and what names them, for
 the demo's report), `set_alias` (moving an alias as a person does in the MLflow UI: the demo's promotion),
+`set_description` (a version's markdown description: its story, `adapters.mlflow_version_story`),
 `load_model` (a registered version's model object and a plain description of its signature, see
 `adapters.mlflow_models`) and `client` (the MLflow client, shared with the adapters for what the port does not
 cover: `mlflow_rollouts` for deployment runs, `mlflow_webhooks`, `mlflow_runs` for searching runs).
@@ -201,6 +202,16 @@ class MlflowModelRegistry(ModelRegistry):
         self.version(model, version)
         with self._translated(f"setting {clip(model)}@{clip(alias)}"):
             self._client.set_registered_model_alias(model, alias, version)
+
+    def set_description(self, model: str, version: str, description: str) -> bool:
+        """Set the markdown description of one version unless it already reads so; True when it changed.
+        NotFoundError when the version does not exist."""
+        current = self.version(model, version).description
+        if current == description:
+            return False
+        with self._translated(f"describing {clip(model)}/{clip(version)}"):
+            self._client.update_model_version(model, version, description=description)
+        return True
 
     # --- loading (not the port) --------------------------------------------------------------------------
     def load_model(self, model: str, version: str, *, sklearn_only: bool = False) -> LoadedArtifact:

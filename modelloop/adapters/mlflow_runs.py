@@ -35,6 +35,7 @@ class RunRecord:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # latest value of each metric
     tags: dict[str, str] = field(default_factory=dict)
+    experiment_id: str = ""
 
 
 def run_record(run: Run) -> RunRecord:
@@ -46,6 +47,7 @@ def run_record(run: Run) -> RunRecord:
         params=dict(run.data.params),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         tags=dict(run.data.tags),
+        experiment_id=str(run.info.experiment_id),
     )
 
 

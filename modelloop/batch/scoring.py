@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from modelloop.contract.errors import InvalidInputError, ModelloopError
+from modelloop.contract.model_ref import parse_model_ref
 from modelloop.serving.errors import clip_names
 from modelloop.serving.model_host import LoadedModel, load_model
 
@@ -69,18 +70,6 @@ def chunk_rows_for(budget: int, n_columns: int) -> int:
 def sample_capacity_for(budget: int, n_columns: int) -> int:
     """Rows of the drift sample: an eighth of `budget`, at most 100,000."""
     return int(min(100_000, max(1_000, budget // 8 // (max(1, n_columns) * 8 * 2))))
-
-
-def split_model_ref(value: str) -> tuple[str, str]:
-    """`NAME@ALIAS` or `NAME/VERSION` -> (name, alias or version): the scoring server's own parsing."""
-    from modelloop.contract.errors import ConfigError
-
-    name, sep, ref = value.rpartition("@")
-    if not sep:
-        name, sep, ref = value.rpartition("/")
-    if not sep or not name or not ref or (sep == "/" and not ref.isdigit()):
-        raise ConfigError(f"model reference {value[:80]!r}: expected NAME@ALIAS or NAME/VERSION")
-    return name, ref
 
 
 @dataclass(frozen=True)
@@ -221,7 +210,7 @@ def score_batch(job: BatchJob) -> BatchResult:
 
 def _score(job: BatchJob) -> BatchResult:
     started = time.monotonic()
-    name, ref = split_model_ref(job.model)
+    name, ref = parse_model_ref(job.model)
     source = job.source
     known = source.column_names()
     model = job.loader(job.tracking_uri, name, ref, max_rows=MAX_CHUNK_ROWS)
@@ -306,5 +295,4 @@ __all__ = [
     "chunk_rows_for",
     "sample_capacity_for",
     "score_batch",
-    "split_model_ref",
 ]

@@ -1,8 +1,10 @@
 """Which share of the input one shard scores: `Shard(index, count)`, parsed from `index::N`.
 
 Used by `batch.sources`: a Parquet file is split by row groups (group g goes to shard g mod N), a CSV file by
-its read blocks (the same rule), a query by an integer key column (`key mod N = index`). Every row belongs to
-exactly one shard whatever N is, so N shards together score the input once.
+its read blocks (the same rule), a query by contiguous ranges of an integer key column (`key_bounds`: the
+key's [min, max] cut into N ranges of equal width; the first range is open below and holds the NULL keys, the
+last is open above), so each shard's SQL is a range condition an index on the key serves. Every row belongs
+to exactly one shard whatever N is, so N shards together score the input once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ class Shard:
     def row_groups(self, n_groups: int) -> list[int]:
         """The row groups of a file with `n_groups` that this shard reads."""
         return [g for g in range(n_groups) if self.owns(g)]
+
+    def key_bounds(self, low: int, high: int) -> tuple[int | None, int | None]:
+        """This shard's key range `[lower, upper)` over keys from `low` to `high` (None: open on that side).
+        The N ranges cut [low, high] into equal widths (empty ones when there are fewer keys than shards);
+        the first is open below and the last open above, so together they hold every integer."""
+        span = max(high - low + 1, 1)
+
+        def cut(j: int) -> int:
+            return low + (j * span) // self.count
+
+        lower = None if self.index == 0 else cut(self.index)
+        upper = None if self.index == self.count - 1 else cut(self.index + 1)
+        return lower, upper
 
     def __str__(self) -> str:
         return f"{self.index}::{self.count}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,8 +165,10 @@ class CsvSource:
 
 
 class SqlSource:
-    """The rows of a query (a SQLAlchemy URL); a shard reads the rows whose integer `shard_key` mod N is its
-    index."""
+    """The rows of a query (a SQLAlchemy URL); a shard reads one contiguous range of the integer column
+    `shard_key` (`Shard.key_bounds` over the key's min and max, read with one query first), so an index on
+    the key serves each shard. The query's rows must not change while the batch's shards run (the ranges
+    follow its min and max)."""
 
     kind = "sql"
 
@@ -183,14 +186,68 @@ class SqlSource:
         self.shard = shard
         self.shard_key = shard_key
         self._names: list[str] = []
+        self._statement: str | None = None
+
+    def _inner(self) -> str:
+        return self.query.strip().rstrip(";")
+
+    def _key(self) -> str:
+        assert self.shard_key is not None
+        return "modelloop_q." + self._engine.dialect.identifier_preparer.quote(self.shard_key)
 
     def statement(self) -> str:
-        """The query as run: wrapped with the shard's key condition when split."""
-        inner = self.query.strip().rstrip(";")
-        if self.shard.whole or self.shard_key is None:
-            return inner
-        key = self._engine.dialect.identifier_preparer.quote(self.shard_key)
-        return f"SELECT * FROM ({inner}) AS modelloop_q WHERE modelloop_q.{key} % {self.shard.count} = {self.shard.index}"  # noqa: E501
+        """The query as run: for a shard, wrapped with its key range (the first range also holds NULL keys).
+        Reads the key's min and max once (the first call)."""
+        if self._statement is None:
+            self._statement = self._inner()
+            if not self.shard.whole and self.shard_key is not None:
+                key = self._key()
+                lower, upper = self.shard.key_bounds(*self._key_range())
+                bounds = [f"{key} >= {lower}"] if lower is not None else []
+                bounds += [f"{key} < {upper}"] if upper is not None else []
+                where = " AND ".join(bounds)
+                if lower is None:
+                    where = f"{where} OR {key} IS NULL"
+                self._statement = f"SELECT * FROM ({self._statement}) AS modelloop_q WHERE {where}"
+        return self._statement
+
+    def _key_range(self) -> tuple[int, int]:
+        """The shard key's (min, max) over the query's rows ((0, 0) when it has no keys)."""
+        import sqlalchemy as sa
+
+        key = self._key()
+        sql = f"SELECT MIN({key}), MAX({key}) FROM ({self._inner()}) AS modelloop_q"
+        with self._reading(), self._engine.connect() as conn:
+            low, high = conn.execute(sa.text(sql)).one()
+        if low is None or high is None:
+            return 0, 0
+        return self._integer(low), self._integer(high)
+
+    def _integer(self, value: object) -> int:
+        from decimal import Decimal
+
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, Decimal) and value == value.to_integral_value():
+            return int(value)
+        raise InvalidInputError(
+            f"--shard-key {clip(str(self.shard_key))}: the query's column is not an integer column "
+            f"({type(value).__name__}); shards split a query by ranges of an integer key"
+        )
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Database failures as one-line errors: a failing query is the input's fault, else unavailable."""
+        import sqlalchemy as sa
+
+        try:
+            yield
+        except sa.exc.OperationalError as exc:
+            if "syntax" in str(exc.orig).lower() or "no such" in str(exc.orig).lower():
+                raise InvalidInputError(f"the query fails ({clip(str(exc.orig).splitlines()[0])})") from None
+            raise UnavailableError(f"the database at {self.location} is unreachable or failed") from None
+        except sa.exc.DBAPIError as exc:
+            raise InvalidInputError(f"the query fails ({clip(str(exc.orig).splitlines()[0])})") from None
 
     def column_names(self) -> list[str]:
         return list(self._names)
@@ -200,9 +257,10 @@ class SqlSource:
 
         first = 0
         try:
-            with self._engine.connect() as conn:
+            statement = self.statement()
+            with self._reading(), self._engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
-                    sa.text(self.statement())
+                    sa.text(statement)
                 )
                 self._names = [str(k) for k in result.keys()]  # noqa: SIM118 (a Result, not a dict)
                 for rows in result.partitions(chunk_rows):
@@ -212,12 +270,6 @@ class SqlSource:
                     )
                     yield Chunk(first, batch)
                     first += batch.num_rows
-        except sa.exc.OperationalError as exc:
-            if "syntax" in str(exc.orig).lower() or "no such" in str(exc.orig).lower():
-                raise InvalidInputError(f"the query fails ({clip(str(exc.orig).splitlines()[0])})") from None
-            raise UnavailableError(f"the database at {self.location} is unreachable or failed") from None
-        except sa.exc.DBAPIError as exc:
-            raise InvalidInputError(f"the query fails ({clip(str(exc.orig).splitlines()[0])})") from None
         finally:
             self._engine.dispose()
 

@@ -22,7 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("modelloop.cli.controller:controller", "Reconcile deployment bindings with the registry."),
     "webhook": ("modelloop.cli.webhook:webhook", "Register the controller's webhook in MLflow."),
     "up": ("modelloop.cli.up:up", "Start the whole local platform and keep it running."),
+    "bind": ("modelloop.cli.bind:bind", "Add or change what a running `up` serves (its bindings file)."),
     "score": ("modelloop.cli.score:score", "Score a table (Parquet, CSV, SQL) with a registered version."),
+    "profile": ("modelloop.cli.profile:profile", "Attach a reference profile to a version logged elsewhere."),
     "demo": ("modelloop.cli.demo:demo", "Run the whole loop on this machine and report what happened."),
 }
 

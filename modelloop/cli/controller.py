@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelloop.cli.errors import MlflowBounds, exit_code_for, one_line, reports_errors
+from modelloop.cli.options import DURATION, log_level_option, option, tracking_uri_option
 from modelloop.cli.wiring import (
     KubernetesServing,
     LocalServing,
@@ -29,11 +30,11 @@ from modelloop.cli.wiring import (
 from modelloop.contract.config_files import read_secret_file
 from modelloop.contract.errors import ModelloopError
 from modelloop.contract.logs import configure_logging
+from modelloop.deploy.settings import ControllerSettings
 
 if TYPE_CHECKING:
     from modelloop.deploy.bindings import Binding
     from modelloop.deploy.controller import Controller
-    from modelloop.deploy.settings import ControllerSettings
 
 #: one retry, 10 s per request: the registry port tries 3 times with backoff on top (deploy.registry)
 CONTROLLER_BOUNDS = MlflowBounds(retries=1, backoff_factor=1, timeout=10)
@@ -43,27 +44,54 @@ def _read_secret(path: Path | None) -> str | None:
     return None if path is None else read_secret_file(path, what="webhook secret file")
 
 
-@click.command()
-@click.option("--bindings", "bindings_file", type=click.Path(path_type=Path), help="Bindings YAML file.")
-@click.option("--tracking-uri", help="MLflow tracking URI.")
-@click.option("--webhook-host", help="Address of the webhook receiver.")
-@click.option("--webhook-port", type=int, help="Port of the webhook receiver (0: any free port).")
-@click.option(
-    "--webhook-secret-file", type=click.Path(path_type=Path), help="File holding the webhook secret."
+@click.command(context_settings={"show_default": True})
+@option(
+    "--bindings",
+    "bindings_file",
+    type=click.Path(path_type=Path),
+    setting=(ControllerSettings, "bindings_file"),
+    help="Bindings YAML file.",
 )
-@click.option("--poll-interval", type=float, help="Seconds between full reconciles (default 30).")
-@click.option("--rollout-deadline", type=float, help="Seconds a version has to become ready (default 120).")
-@click.option(
+@tracking_uri_option()
+@option(
+    "--webhook-host", setting=(ControllerSettings, "webhook_host"), help="Address of the webhook receiver."
+)
+@option(
+    "--webhook-port",
+    type=click.IntRange(0, 65535),
+    setting=(ControllerSettings, "webhook_port"),
+    help="Port of the webhook receiver (0: any free port).",
+)
+@option(
+    "--webhook-secret-file",
+    type=click.Path(path_type=Path),
+    show_default="no receiver: the poll alone",
+    help="File holding the webhook secret.",
+)
+@option(
+    "--poll-interval",
+    type=DURATION,
+    setting=(ControllerSettings, "poll_interval"),
+    help="Time between full reconciles.",
+)
+@option(
+    "--rollout-deadline",
+    type=DURATION,
+    setting=(ControllerSettings, "rollout_deadline"),
+    help="Time a version has to become ready before it is rolled back.",
+)
+@option(
     "--local-shared/--no-local-shared",
     default=None,
-    help="Local target: one scoring server for every binding (default: one per binding).",
+    show_default="no-local-shared",
+    help="Local target: one scoring server for every binding instead of one per binding.",
 )
-@click.option("--once", is_flag=True, help="Reconcile every binding once and exit.")
+@option("--once", is_flag=True, help="Reconcile every binding once and exit.")
+@log_level_option()
 @reports_errors(mlflow=CONTROLLER_BOUNDS)
 def controller(once: bool, webhook_secret_file: Path | None, **flags: Any) -> None:
     """Reconcile deployment bindings with the registry (poll + signed MLflow webhooks)."""
     from modelloop.deploy.bindings import load_bindings
-    from modelloop.deploy.settings import ControllerSettings
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     secret = _read_secret(webhook_secret_file)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import click
 
+from modelloop.adapters.mlflow_ui import registry_url
 from modelloop.cli.errors import reports_errors
+from modelloop.cli.options import DURATION, log_level_option, option
 from modelloop.contract.errors import ConfigError
 from modelloop.contract.logs import configure_logging
 
@@ -32,27 +34,29 @@ def fresh_data_dir(path: Path) -> Path:
     return path
 
 
-@click.command()
-@click.option(
+@click.command(context_settings={"show_default": True})
+@option(
     "--data-dir",
     type=click.Path(path_type=Path),
     default=Path(".modelloop/demo"),
-    show_default=True,
     help="Where the demo's platform keeps its state (recreated on each run).",
 )
-@click.option("--keep", is_flag=True, help="Leave the platform running afterwards, until Ctrl-C.")
-@click.option("--mlflow-port", type=int, default=0, help="MLflow UI port (default: any free port).")
-@click.option("--trials", type=int, default=10, show_default=True, help="Optuna trials per training.")
-@click.option("--window", type=float, default=12.0, show_default=True, help="Monitoring window, seconds.")
-@click.option("--rate", type=float, default=15.0, show_default=True, help="Traffic, calls a second.")
+@option("--keep", is_flag=True, help="Leave the platform running afterwards, until Ctrl-C.")
+@option("--mlflow-port", type=click.IntRange(0, 65535), default=0, help="MLflow UI port (0: any free port).")
+@option("--trials", type=click.IntRange(min=1), default=10, help="Optuna trials per training.")
+@option("--window", type=DURATION, default="12s", help="Length of a monitoring window.")
+@option("--rate", type=click.FloatRange(min=0, min_open=True), default=15.0, help="Traffic, calls a second.")
+@log_level_option("WARNING", from_env=False)
 @reports_errors
-def demo(data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: float, rate: float) -> None:
+def demo(
+    data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: float, rate: float, log_level: str
+) -> None:
     """Run the whole loop on this machine and report what happened."""
     from modelloop.adapters.mlflow_registry import MlflowModelRegistry
     from modelloop.cli.demo_loop import BINDING, MODEL, DemoLoop, DemoSizes
     from modelloop.cli.demo_report import render
 
-    configure_logging("WARNING", "text")
+    configure_logging(log_level, "text")
     started = time.monotonic()
 
     def say(message: str) -> None:
@@ -80,8 +84,8 @@ def demo(data_dir: Path, *, keep: bool, mlflow_port: int, trials: int, window: f
             mark = {True: "ok  ", False: "FAIL", None: "skip"}[step.ok]
             click.echo(f"  [{mark}] {number}. {step.title}")
         click.echo("")
-        click.echo(f"MLflow UI: {result.tracking_uri}  (experiments {MODEL}, modelloop-monitoring, "
-                   "modelloop-deployments; model registry)")  # fmt: skip
+        click.echo(f"MLflow UI: {registry_url(result.tracking_uri)}  (Model registry; experiments {MODEL}, "
+                   "modelloop-monitoring, modelloop-deployments)")  # fmt: skip
         click.echo(f"took {time.monotonic() - started:.0f}s")
         if keep:
             click.echo("the platform keeps running; Ctrl-C stops it", err=True)

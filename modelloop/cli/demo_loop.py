@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+from modelloop.adapters.mlflow_ui import registry_url
 from modelloop.cli.demo_data import SHIFT_FACTOR, TARGET, DemoData, TrainingTable, shifted_features, traffic
 from modelloop.cli.local_monitoring import LocalMonitoring, describe_outcome, platform_monitoring
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
@@ -241,7 +242,7 @@ class DemoLoop:
             return self.monitoring
 
         self.platform = LocalPlatform(settings, parse_bindings(bindings_doc), monitor=monitoring).start()
-        return f"MLflow UI at {self.platform.tracking_uri}, data in {self.data_dir}"
+        return f"MLflow UI at {registry_url(self.platform.tracking_uri)}, data in {self.data_dir}"
 
     def _train(self) -> str:
         from modelloop.training import load_config, run_training

@@ -26,7 +26,7 @@ from modelloop.contract.registry import (
     TAG_MONITOR_STATUS,
     TAG_RETRAIN_DECISION,
     TAG_ROLLOUT,
-    TAG_ROLLOUT_SINCE,
+    TAG_ROLLOUT_SERVING_FROM,
     TAG_TRIGGERED_BY,
     TEST_METRIC_PREFIX,
 )
@@ -78,7 +78,7 @@ def versions(registry: MlflowModelRegistry, model: str) -> list[VersionRow]:
                 gate=mv.tags.get(TAG_GATE, "-"),
                 aliases=registry.aliases(model, mv.version),  # listed versions carry no aliases
                 rollout=mv.tags.get(TAG_ROLLOUT, "-"),
-                since=mv.tags.get(TAG_ROLLOUT_SINCE, "-"),
+                since=mv.tags.get(TAG_ROLLOUT_SERVING_FROM, "-"),
                 triggered_by=run.tags.get(TAG_TRIGGERED_BY, ""),
             )
         )

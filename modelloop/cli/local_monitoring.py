@@ -3,6 +3,8 @@
 
 Each pass measures the last window that closed at least `lag` seconds ago (so the scoring servers' prediction
 log has been flushed), and only once (`skip_recorded`): the schedule may tick faster than the window length.
+Windows without traffic are not recorded and not reported one by one: `QuietEmpty` lets through the first
+of an idle stretch only (the next recorded window's run counts them).
 """
 
 from __future__ import annotations
@@ -25,8 +27,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class QuietEmpty:
+    """Which window outcomes to report: every recorded one, and of the empty ones (no traffic, not recorded)
+    only the first of each idle stretch per model."""
+
+    def __init__(self) -> None:
+        self._idle: set[str] = set()
+
+    def worth_saying(self, outcome: WindowOutcome) -> bool:
+        if outcome.status != "empty":
+            self._idle.discard(outcome.model)
+            return True
+        if outcome.model in self._idle:
+            return False
+        self._idle.add(outcome.model)
+        return True
+
+
 def describe_outcome(outcome: WindowOutcome) -> str:
     """One line per measured window, for progress output."""
+    if outcome.status == "empty":
+        return (
+            f"window {outcome.window.id} {outcome.model}: no traffic; windows without traffic are not "
+            "recorded (the next window's run counts them)"
+        )
     share = "-"
     if outcome.summary is not None and outcome.status == "ok":
         share = f"{outcome.summary.share_drifted:.2f}"
@@ -71,6 +95,7 @@ class LocalMonitoring:
         self.retrainer: SubprocessRetrainer = SubprocessRetrainer(retrain_dir, extra_args=retrain_args)
         self.outcomes: list[WindowOutcome] = []
         self.on_outcome = on_outcome
+        self._quiet = QuietEmpty()
 
     def run_pass(self) -> None:
         from modelloop.monitoring.job import run_pass
@@ -91,6 +116,8 @@ class LocalMonitoring:
         )
         for outcome in result.outcomes:
             self.outcomes.append(outcome)
+            if not self._quiet.worth_saying(outcome):
+                continue
             log.info("%s", describe_outcome(outcome))
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
@@ -124,4 +151,4 @@ def platform_monitoring(
     )
 
 
-__all__ = ["LocalMonitoring", "describe_outcome", "platform_monitoring"]
+__all__ = ["LocalMonitoring", "QuietEmpty", "describe_outcome", "platform_monitoring"]

@@ -5,8 +5,9 @@ and measure one window per model, once or every interval.
 A one-shot pass needs every model named to be registered in MLflow (a typo would otherwise record empty
 windows under a new name): checked before any window is measured, which also says at once when MLflow cannot
 be reached. `--every` checks too but only warns: a long-running monitor may start before its model is
-registered (a fresh install), and outlives an MLflow outage. MLflow's
-client is bounded by `MONITOR_BOUNDS`, so a pass against an unreachable MLflow fails within seconds, and
+registered (a fresh install), and outlives an MLflow outage. A window without traffic is not recorded; its
+line says so, and `--every` prints only the first of an idle stretch (`QuietEmpty`). MLflow's client is
+bounded by `MONITOR_BOUNDS`, so a pass against an unreachable MLflow fails within seconds, and
 `--every` stops on SIGTERM after the pass in progress.
 """
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelloop.cli.errors import MlflowBounds, reports_errors
+from modelloop.cli.options import DURATION, log_level_option, option, tracking_uri_option
 from modelloop.contract.errors import (
     InvalidInputError,
     ModelloopError,
@@ -33,6 +35,7 @@ from modelloop.contract.errors import (
 from modelloop.contract.logs import configure_logging
 
 if TYPE_CHECKING:  # the parts are imported when the command runs (`modelloop monitor --help` stays fast)
+    from modelloop.cli.local_monitoring import QuietEmpty
     from modelloop.contract.model_registry import ModelRegistry
     from modelloop.contract.predlog.store import SqlPredictionLog
     from modelloop.monitoring.config import MonitorConfig
@@ -71,6 +74,11 @@ class _Wired:
 
 
 def _line(outcome: WindowOutcome) -> str:
+    if outcome.status == "empty":
+        return (
+            f"{outcome.model} {outcome.window.id} version=- status=empty rows=0 "
+            "(no traffic; not recorded, counted on the next window's run)"
+        )
     share = f"{outcome.summary.share_drifted:.3g}" if outcome.summary and outcome.status == "ok" else "-"
     drifted = sorted(n for n, f in outcome.features.items() if f.drifted)
     return (
@@ -80,10 +88,12 @@ def _line(outcome: WindowOutcome) -> str:
     )
 
 
-def _report(result: PassResult) -> bool:
-    """Print a pass's outcomes and its failures; True when every model was measured."""
+def _report(result: PassResult, quiet: QuietEmpty | None = None) -> bool:
+    """Print a pass's outcomes (with `quiet`, only the first empty window of an idle stretch) and its
+    failures; True when every model was measured."""
     for outcome in result.outcomes:
-        click.echo(_line(outcome))
+        if quiet is None or quiet.worth_saying(outcome):
+            click.echo(_line(outcome))
     for name, message in result.failures.items():
         click.echo(f"error: {name}: {message}", err=True)
     return not result.failures
@@ -102,13 +112,13 @@ def _schedule(
     models: tuple[str, ...],
     *,
     bindings_file: Path | None,
-    window_length: str | None,
+    window_length: float | None,
     start: str | None,
     end: str | None,
-    every: str | None,
+    every: float | None,
 ) -> _Schedule:
     """The models (with those bound in `bindings_file`) and the window flags, checked and parsed."""
-    from modelloop.monitoring.window import Window, parse_duration, parse_time
+    from modelloop.monitoring.window import Window, parse_time
 
     if bindings_file is not None:
         from modelloop.deploy.bindings import load_bindings
@@ -126,8 +136,8 @@ def _schedule(
     return _Schedule(
         models=models,
         window=Window(parse_time(start), parse_time(end)) if start is not None and end is not None else None,
-        length=parse_duration(window_length) if window_length is not None else None,
-        interval=parse_duration(every) if every is not None else None,
+        length=window_length,
+        interval=every,
     )
 
 
@@ -204,7 +214,14 @@ def _measure_window(wired: _Wired, models: tuple[str, ...], window: Window) -> b
     return not failed
 
 
-def _pass(wired: _Wired, models: tuple[str, ...], length: float, *, skip_recorded: bool) -> bool:
+def _pass(
+    wired: _Wired,
+    models: tuple[str, ...],
+    length: float,
+    *,
+    skip_recorded: bool,
+    quiet: QuietEmpty | None = None,
+) -> bool:
     """One pass over the last complete window of `length`, printed; True when every model was measured."""
     from modelloop.monitoring.job import run_pass
 
@@ -219,18 +236,21 @@ def _pass(wired: _Wired, models: tuple[str, ...], length: float, *, skip_recorde
         skip_recorded=skip_recorded,
         memory_budget=wired.memory_budget,
     )
-    return _report(result)
+    return _report(result, quiet)
 
 
 def _every(wired: _Wired, models: tuple[str, ...], length: float, interval: float) -> None:
     """`--every`: a pass each interval (a window already recorded is skipped) until SIGTERM or SIGINT, which
     stop the loop after the pass in progress."""
+    from modelloop.cli.local_monitoring import QuietEmpty
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    quiet = QuietEmpty()
     while not stop.is_set():
         began = time.monotonic()
-        _pass(wired, models, length, skip_recorded=True)
+        _pass(wired, models, length, skip_recorded=True, quiet=quiet)
         stop.wait(max(0.0, interval - (time.monotonic() - began)))
 
 
@@ -246,38 +266,38 @@ def _run(wired: _Wired, schedule: _Schedule) -> bool:
 
 
 @click.command()
-@click.option("--model", "models", multiple=True, help="Registered model name (repeatable).")
-@click.option(
+@option("--model", "models", multiple=True, help="Registered model name (repeatable).")
+@option(
     "--bindings",
     "bindings_file",
     type=click.Path(path_type=Path),
     help="Monitor every model bound in this bindings file (with or instead of --model).",
 )
-@click.option(
+@option(
     "--window",
     "window_length",
+    type=DURATION,
     help="Window length (e.g. 15m): the last complete window of that "
     "length, aligned to multiples of it, so re-running replaces the same run.",
 )
-@click.option("--start", help="Window start (ISO-8601, UTC unless stated, or unix seconds); with --end.")
-@click.option("--end", help="Window end (exclusive); with --start.")
-@click.option("--tracking-uri", help="MLflow tracking URI.")
-@click.option("--prediction-log-url", help="SQLAlchemy URL of the prediction log.")
-@click.option("--config", "monitor_config", type=click.Path(path_type=Path), help="Monitoring config YAML.")
-@click.option("--retrain/--no-retrain", default=None, help="Launch retrainings when a policy fires.")
-@click.option(
-    "--retrain-dir", type=click.Path(path_type=Path), help="Folder for retraining configs and logs."
-)
-@click.option("--every", help="Repeat every interval (e.g. 60s) until stopped; needs --window.")
+@option("--start", help="Window start (ISO-8601, UTC unless stated, or unix seconds); with --end.")
+@option("--end", help="Window end (exclusive); with --start.")
+@tracking_uri_option()
+@option("--prediction-log-url", help="SQLAlchemy URL of the prediction log.")
+@option("--config", "monitor_config", type=click.Path(path_type=Path), help="Monitoring config YAML.")
+@option("--retrain/--no-retrain", default=None, help="Launch retrainings when a policy fires.")
+@option("--retrain-dir", type=click.Path(path_type=Path), help="Folder for retraining configs and logs.")
+@option("--every", type=DURATION, help="Repeat every interval (e.g. 60s) until stopped; needs --window.")
+@log_level_option()
 @reports_errors(mlflow=MONITOR_BOUNDS)
 def monitor(
     *,
     models: tuple[str, ...],
     bindings_file: Path | None,
-    window_length: str | None,
+    window_length: float | None,
     start: str | None,
     end: str | None,
-    every: str | None,
+    every: float | None,
     **flags: Any,  # click's values of the settings flags, typed by MonitorSettings
 ) -> None:
     """Measure drift and quality of each model over a window, write it to MLflow, maybe retrain."""

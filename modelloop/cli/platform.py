@@ -7,7 +7,9 @@ Used by `modelloop up` (runs until Ctrl-C) and `modelloop demo`. It starts, in o
 2. the deployment controller with the `local` target (one supervised `modelloop serve` subprocess per binding)
    and its webhook receiver on loopback (wired by `cli.wiring`, as `modelloop controller` is), registered in
    MLflow (idempotent: re-registering updates the hook);
-3. the monitoring schedule: a thread running one monitoring pass every `monitor_interval` seconds.
+3. the monitoring schedule: a thread running one monitoring pass every `monitor_interval` seconds;
+4. the bindings watcher (`cli.live_bindings`): a binding added to, changed in or removed from the bindings
+   file (by hand or with `modelloop bind`) is applied while the platform runs, no restart.
 
 Everything durable lives in the data directory (the MLflow database and artifacts, the prediction log, the
 secrets, the scoring servers' logs), so stopping and starting again loses nothing: the controller's first
@@ -29,12 +31,13 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import Field
 
 from modelloop.cli.wiring import LocalServing, Reconciling, WiredController, wire_controller
+from modelloop.contract.durations import Duration
 from modelloop.contract.errors import ConfigError, ModelloopError
 from modelloop.contract.settings import CommonSettings
 
 if TYPE_CHECKING:
+    from modelloop.cli.live_bindings import BindingsWatcher, LiveController
     from modelloop.deploy.bindings import Binding
-    from modelloop.deploy.controller import Controller
     from modelloop.deploy.local import LocalTarget
     from modelloop.deploy.mlflow_server import MlflowServer
 
@@ -47,14 +50,14 @@ class PlatformSettings(CommonSettings):
     mlflow_port: int = Field(default=5000, ge=0, le=65535, description="MLflow UI/API port (0: any free).")
     webhook_port: int = Field(default=0, ge=0, le=65535, description="Controller webhook port (0: any).")
     bindings_file: Path | None = Field(
-        default=None, description="Bindings YAML; default `<data_dir>/bindings.yaml` when it exists."
+        default=None, description="Bindings YAML (watched while running); default `<data_dir>/bindings.yaml`."
     )
-    poll_interval: float = Field(default=30.0, gt=0, description="Seconds between full reconciles.")
-    rollout_deadline: float = Field(default=120.0, gt=0, description="Seconds a version has to get ready.")
-    monitor_interval: float = Field(default=300.0, gt=0, description="Seconds between monitoring passes.")
-    monitor_window: float = Field(default=900.0, gt=0, description="Length of a monitoring window, seconds.")
-    monitor_lag: float = Field(
-        default=5.0, ge=0, description="Seconds after a window closes before it is measured (log flush)."
+    poll_interval: Duration = Field(default=30.0, gt=0, description="Time between full reconciles.")
+    rollout_deadline: Duration = Field(default=120.0, gt=0, description="Time a version has to get ready.")
+    monitor_interval: Duration = Field(default=300.0, gt=0, description="Time between monitoring passes.")
+    monitor_window: Duration = Field(default=900.0, gt=0, description="Length of a monitoring window.")
+    monitor_lag: Duration = Field(
+        default=5.0, ge=0, description="Time after a window closes before it is measured (log flush)."
     )
     local_shared: bool = Field(
         default=False,
@@ -65,11 +68,14 @@ class PlatformSettings(CommonSettings):
         description="Monitoring rules YAML; default `<data_dir>/monitoring.yaml` when it exists.",
     )
 
+    def watched_bindings_file(self) -> Path:
+        """The bindings file the platform reads at start and watches (it need not exist yet)."""
+        return self.bindings_file if self.bindings_file is not None else self.data_dir / "bindings.yaml"
+
     def resolved_bindings_file(self) -> Path | None:
-        if self.bindings_file is not None:
-            return self.bindings_file
-        default = self.data_dir / "bindings.yaml"
-        return default if default.exists() else None
+        """The bindings file when there is one."""
+        path = self.watched_bindings_file()
+        return path if path.exists() else None
 
     def resolved_monitor_config(self) -> Path | None:
         if self.monitor_config is not None:
@@ -110,11 +116,14 @@ def _fernet_key() -> str:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A binding's gRPC address as printed by `modelloop up`."""
+    """A binding as `modelloop up` prints it: its gRPC address and version once served, else what is under
+    way (`status`)."""
 
     binding: str
     model: str
     address: str | None
+    version: str | None = None
+    status: str = ""
 
 
 class MonitorSchedule:
@@ -176,8 +185,10 @@ class LocalPlatform:
         self.mlflow: MlflowServer | None = None
         self._wired: WiredController | None = None
         self.target: LocalTarget | None = None
-        self.controller: Controller | None = None
+        self.controller: LiveController | None = None
         self.schedule: MonitorSchedule | None = None
+        self.watcher: BindingsWatcher | None = None
+        self._bindings_lock = threading.Lock()
 
     # lifecycle --------------------------------------------------------------------------------------------
 
@@ -194,6 +205,7 @@ class LocalPlatform:
         return f"sqlite:///{self.data_dir / 'predictions.db'}"
 
     def start(self) -> LocalPlatform:
+        from modelloop.cli.live_bindings import LiveController
         from modelloop.deploy.webhook_registration import register_webhook
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +229,9 @@ class LocalPlatform:
                     prediction_log_url=self.prediction_log_url,
                     shared=self.settings.local_shared,
                 ),
+                live=True,
             )
+            assert isinstance(self._wired.controller, LiveController)
             self.target, self.controller = self._wired.local, self._wired.controller
             self.controller.start()
             assert self.controller.webhook is not None
@@ -226,10 +240,36 @@ class LocalPlatform:
                 self.schedule = MonitorSchedule(
                     self._make_monitor(self), interval=self.settings.monitor_interval
                 ).start()
+            self.watcher = self._bindings_watcher().start()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _bindings_watcher(self) -> BindingsWatcher:
+        """The watcher of the bindings file; what the file holds now counts as applied only when it is what
+        the platform was started with."""
+        from modelloop.cli.live_bindings import BindingsWatcher, parse_content, read_content
+
+        path = self.settings.watched_bindings_file()
+        current = read_content(path)
+        try:
+            applied = parse_content(path, current) == self.bindings
+        except ConfigError:
+            applied = False
+        return BindingsWatcher(path, self.set_bindings, current=current if applied else None)
+
+    def set_bindings(self, bindings: Sequence[Binding]) -> None:
+        """Serve `bindings` from now on (the watcher calls this with each valid new bindings file)."""
+        with self._bindings_lock:
+            self.bindings = list(bindings)
+            if self.controller is None:
+                return
+            added, changed, removed = self.controller.set_bindings(self.bindings)
+        if added or changed or removed:
+            parts = [f"{what} {', '.join(names)}" for what, names in
+                     (("added", added), ("changed", changed), ("removed", removed)) if names]  # fmt: skip
+            log.info("bindings file %s: %s", self.settings.watched_bindings_file(), "; ".join(parts))
 
     def _mlflow_server(self, encryption_key: str) -> MlflowServer:
         """The MLflow server (not started) on `mlflow_port`, or any free port when that is 0."""
@@ -243,7 +283,10 @@ class LocalPlatform:
         )
 
     def stop(self) -> None:
-        """Stop the schedule, the controller, the scoring servers and MLflow, in that order."""
+        """Stop the watcher, the schedule, the controller, the scoring servers and MLflow, in that order."""
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         if self.schedule is not None:
             self.schedule.stop()
             self.schedule = None
@@ -267,15 +310,33 @@ class LocalPlatform:
     # what it serves ---------------------------------------------------------------------------------------
 
     def endpoints(self) -> list[Endpoint]:
-        """Each binding's gRPC address (None while nothing is deployed for it)."""
-        out = []
-        for binding in self.bindings:
-            address = None
-            if self.target is not None:
-                with contextlib.suppress(KeyError):
-                    address = self.target.address(binding.name)
-            out.append(Endpoint(binding.name, binding.model, address))
-        return out
+        """Each binding's gRPC address and version (None while nothing is deployed for it) or status."""
+        return [self._endpoint(binding) for binding in list(self.bindings)]
+
+    def _endpoint(self, binding: Binding) -> Endpoint:
+        from modelloop.deploy.reconcile import Outcome
+
+        target, name = self.target, binding.name
+        if target is not None:
+            with contextlib.suppress(KeyError):
+                address = target.address(name)
+                state = target.get(name)
+                version = state.champion_version if state is not None else None
+                return Endpoint(name, binding.model, address, version)
+            starting = target.starting(name)
+            if starting is not None:
+                status = f"rolling out {binding.model} v{starting.champion_version} (scoring server starting)"
+                return Endpoint(name, binding.model, None, status=status)
+        result = self.controller.last_results.get(name) if self.controller is not None else None
+        if result is None:
+            status = "reading the registry"
+        elif result.outcome is Outcome.NOTHING:
+            status = f"waiting: alias {binding.alias} of {binding.model} names no version yet"
+        elif result.outcome is Outcome.FAILED:
+            status = f"rollout failed: {result.reason or 'see the log'}"
+        else:
+            status = "not served"
+        return Endpoint(name, binding.model, None, status=status)
 
     def deployed_models(self) -> list[str]:
         """The models some binding serves now (what monitoring watches): a model with no version deployed

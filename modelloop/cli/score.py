@@ -65,7 +65,7 @@ def check_batch_id(batch_id: str) -> str:
     default=0,
     help="The shard this process scores (default: JOB_COMPLETION_INDEX, set in an Indexed Job's pods).",
 )
-@click.option("--shard-key", help="Integer column splitting a --query into shards (key mod shards).")
+@click.option("--shard-key", help="Integer column splitting a --query into shards (contiguous key ranges).")
 @click.option("--parent-run", help="MLflow parent run of a sharded batch (set by --on-kubernetes).")
 @click.option("--memory-budget", default="1G", show_default=True, help="Peak memory of the process.")
 @click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
@@ -137,7 +137,7 @@ def _score_here(options: dict[str, object], tracking_uri: str, batch_id: str) ->
 
 def _launch(options: dict[str, object], tracking_uri: str, batch_id: str) -> None:
     from modelloop.batch.records import MlflowRecorder
-    from modelloop.batch.scoring import split_model_ref
+    from modelloop.contract.model_ref import parse_model_ref
     from modelloop.deploy.kubernetes.batch_job import launch_batch_job, shard_args
 
     template = _path(options["job_template"])
@@ -147,7 +147,7 @@ def _launch(options: dict[str, object], tracking_uri: str, batch_id: str) -> Non
             "MODELLOOP_BATCH_JOB_TEMPLATE"
         )
     shards = int(str(options["shards"]))
-    name, _ = split_model_ref(str(options["model"]))
+    name, _ = parse_model_ref(str(options["model"]))
     parent = MlflowRecorder(tracking_uri).parent(batch_id, shards, model=name)
     args = shard_args(_given_args(), batch_id=batch_id, shards=shards, parent_run=parent)
     launched = launch_batch_job(

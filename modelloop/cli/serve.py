@@ -22,8 +22,10 @@ import click
 from pydantic import ValidationError
 
 from modelloop.cli.errors import MlflowBounds, reports_errors
+from modelloop.cli.options import DURATION_OR_ZERO, log_level_option, option, tracking_uri_option
 from modelloop.contract.errors import ConfigError
 from modelloop.contract.logs import configure_logging
+from modelloop.serving.settings import ServeSettings
 
 _PATH = click.Path(path_type=Path)
 #: 3 attempts, 8 s each at most: a silent MLflow is reported in under 30 s, a closed port in about 3 s
@@ -32,62 +34,132 @@ SERVE_BOUNDS = MlflowBounds(retries=2, backoff_factor=1, timeout=8)
 log = logging.getLogger(__name__)
 
 
-@click.command()
-@click.option(
-    "--model", "models", multiple=True, help="Model to host: NAME@ALIAS or NAME/VERSION (repeatable)."
+@click.command(context_settings={"show_default": True})
+@option(
+    "--model",
+    "models",
+    multiple=True,
+    show_default=False,
+    help="Model to host: NAME@ALIAS or NAME/VERSION (repeatable).",
 )
-@click.option("--challenger", help="Challenger version of one hosted model: NAME/VERSION or NAME@ALIAS.")
-@click.option(
-    "--challenger-mode", type=click.Choice(["shadow", "canary"]), help="Shadow (default) or canary."
+@option(
+    "--challenger",
+    show_default="none",
+    help="Challenger version of one hosted model: NAME/VERSION or NAME@ALIAS.",
 )
-@click.option("--canary-share", type=float, help="Share of requests a canary answers (default 0.1).")
-@click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, help="gRPC port (0: pick a free one; default 8081).")
-@click.option("--port-file", type=_PATH, help='Write {"grpc": port, "metrics": port} here once ready.')
-@click.option("--metrics-port", type=int, help="Prometheus metrics port (0: pick a free one).")
-@click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
-@click.option("--prediction-log-url", help="SQLAlchemy URL of the prediction log, or 'none' to turn it off.")
-@click.option("--token-file", type=_PATH, help="File with the bearer token callers must send.")
-@click.option(
+@option(
+    "--challenger-mode",
+    type=click.Choice(["shadow", "canary"]),
+    setting=(ServeSettings, "challenger_mode"),
+    help="How the challenger runs.",
+)
+@option(
+    "--canary-share",
+    type=float,
+    setting=(ServeSettings, "canary_share"),
+    help="Share of requests a canary answers.",
+)
+@option("--host", setting=(ServeSettings, "host"), help="Address to bind.")
+@option("--port", type=int, setting=(ServeSettings, "port"), help="gRPC port (0: pick a free one).")
+@option(
+    "--port-file",
+    type=_PATH,
+    show_default="none",
+    help='Write {"grpc": port, "metrics": port} here once ready.',
+)
+@option(
+    "--metrics-port",
+    type=int,
+    setting=(ServeSettings, "metrics_port"),
+    help="Prometheus metrics port (0: pick a free one).",
+)
+@tracking_uri_option()
+@option(
+    "--prediction-log-url",
+    show_default="<data-dir>/predictions.db (SQLite)",
+    help="SQLAlchemy URL of the prediction log, or 'none' to turn it off.",
+)
+@option(
+    "--token-file",
+    type=_PATH,
+    show_default="none: no token asked",
+    help="File with the bearer token callers must send.",
+)
+@option(
     "--admin-token-file",
     type=_PATH,
+    show_default="none: admin service off",
     help="File with the admin service's own token (hot swap); without it the admin service is off.",
 )
-@click.option("--max-batch-size", type=int, help="Most rows in one predict call (default 64).")
-@click.option("--max-batch-wait-ms", type=float, help="Longest wait for a batch to fill (default 20 ms).")
-@click.option(
+@option(
+    "--max-batch-size",
+    type=int,
+    setting=(ServeSettings, "max_batch_size"),
+    help="Most rows in one predict call.",
+)
+@option(
+    "--max-batch-wait-ms",
+    type=float,
+    setting=(ServeSettings, "max_batch_wait_ms"),
+    help="Longest wait for a batch to fill, milliseconds.",
+)
+@option(
     "--max-batch-idle-ms",
     type=float,
-    help="Close a batch early after this long without a request (default 2 ms).",
+    setting=(ServeSettings, "max_batch_idle_ms"),
+    help="Close a batch early after this long without a request, milliseconds.",
 )
-@click.option("--reflection/--no-reflection", default=None, help="gRPC server reflection (default off).")
-@click.option(
-    "--unseen-categories", type=click.Choice(["reject", "pass"]), help="Unseen categories: reject or pass."
+@option(
+    "--reflection/--no-reflection", default=None, show_default="no-reflection", help="gRPC server reflection."
 )
-@click.option(
+@option(
+    "--unseen-categories",
+    type=click.Choice(["reject", "pass"]),
+    setting=(ServeSettings, "unseen_categories"),
+    help="What to do with a category the model never saw.",
+)
+@option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Server processes on the one port (default: the CPUs this process may use, from its affinity and "
-    "cgroup quota); 1: a single process.",
+    show_default="the CPUs this process may use, from its affinity and cgroup quota",
+    help="Server processes on the one port; 1: a single process.",
 )
-@click.option("--grace-period", type=float, help="Seconds in-flight calls get on SIGTERM (default 30).")
-@click.option(
+@option(
+    "--grace-period",
+    type=DURATION_OR_ZERO,
+    setting=(ServeSettings, "grace_period"),
+    help="Time in-flight calls get on SIGTERM.",
+)
+@option(
     "--wait-for-registry/--no-wait-for-registry",
     default=None,
+    show_default="$MODELLOOP_WAIT_FOR_REGISTRY, else no-wait-for-registry",
     help="When MLflow cannot be reached at start, keep trying with backoff (health NOT_SERVING) instead of "
-    "exiting (env MODELLOOP_WAIT_FOR_REGISTRY).",
+    "exiting.",
 )
-@click.option("--tls-cert-file", type=_PATH, help="PEM certificate chain: serve over TLS.")
-@click.option("--tls-key-file", type=_PATH, help="PEM private key of the certificate.")
-@click.option("--tls-client-ca-file", type=_PATH, help="PEM CA bundle: require client certificates (mTLS).")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="Log level.")
-@click.option(
-    "--log-format", type=click.Choice(["text", "json"]), help="Plain text or one JSON object a line."
+@option(
+    "--tls-cert-file",
+    type=_PATH,
+    show_default="none: plaintext",
+    help="PEM certificate chain: serve over TLS.",
+)
+@option("--tls-key-file", type=_PATH, show_default="none", help="PEM private key of the certificate.")
+@option(
+    "--tls-client-ca-file",
+    type=_PATH,
+    show_default="none: no client certificate asked",
+    help="PEM CA bundle: require client certificates (mTLS).",
+)
+@log_level_option()
+@option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    setting=(ServeSettings, "log_format"),
+    help="Plain text or one JSON object a line.",
 )
 @reports_errors(mlflow=SERVE_BOUNDS)
 def serve(models: tuple[str, ...], **flags: Any) -> None:
     """Run the gRPC scoring server (Open Inference Protocol v2) for models from the MLflow registry."""
-    from modelloop.serving.settings import ServeSettings
     from modelloop.serving.workers import serve as run_server
 
     overrides = {k: v for k, v in flags.items() if v is not None}

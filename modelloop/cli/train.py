@@ -3,9 +3,9 @@
 With `--workers N` the trials run in N worker processes on one study (one progress line per trial of every
 worker) and this process finishes the training once; `--tune-and-finish` is a pod of the tuning Job.
 Prints progress and the summary table on stderr (it hands the training a `StreamProgress` on stderr; the
-training itself prints nothing), and on stdout the run id, the version, the gate's verdict, the alias moved,
-and where to open the run in the MLflow UI. Errors become one `error: ...` line and an exit code
-(`modelloop.cli.errors`).
+training itself prints nothing), and on stdout the run id, the version, the gate's verdict (its reasons too
+with `--quiet`: otherwise the table gave them), the alias moved, and where to open the run in the MLflow UI.
+Errors become one `error: ...` line and an exit code (`modelloop.cli.errors`).
 """
 
 from __future__ import annotations
@@ -14,51 +14,53 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from modelloop.cli.errors import reports_errors
+from modelloop.cli.options import log_level_option, option, tracking_uri_option
 from modelloop.contract.logs import configure_logging
 from modelloop.contract.settings import CommonSettings
 
 
 def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     """The MLflow UI page of a run (None when the tracking URI is not an MLflow server)."""
+    from modelloop.adapters.mlflow_ui import run_url
+
     if not tracking_uri.startswith(("http://", "https://")):
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return run_url(tracking_uri, experiment_id, run_id)
 
 
-@click.command()
-@click.option(
+@click.command(context_settings={"show_default": True})
+@option(
     "--config", "config_path", required=True, type=click.Path(path_type=Path), help="Training config (YAML)."
 )
-@click.option(
-    "--tracking-uri", help="MLflow tracking URI (default: MODELLOOP_TRACKING_URI, then MLFLOW_TRACKING_URI)."
-)
-@click.option("--triggered-by", help="Id of the monitoring run that asked for this training.")
-@click.option(
+@tracking_uri_option()
+@option("--triggered-by", show_default="none", help="Id of the monitoring run that asked for this training.")
+@option(
     "--set",
     "overrides",
     multiple=True,
     metavar="KEY.PATH=VALUE",
     help="Override a config value (repeatable).",
 )
-@click.option(
-    "--tune-only", is_flag=True, help="Only add trials to a shared study (a worker); do not register."
-)
-@click.option(
+@option("--tune-only", is_flag=True, help="Only add trials to a shared study (a worker); do not register.")
+@option(
     "--workers",
     type=click.IntRange(min=1, max=256),
-    help="Worker processes tuning the study at once (overrides study.workers); this process finishes.",
+    show_default="the config's study.workers",
+    help="Worker processes tuning the study at once; this process finishes.",
 )
-@click.option(
+@option(
     "--tune-and-finish",
     is_flag=True,
-    help="A pod of a tuning Job: add trials to the shared study, then run the finishing step if this is "
-    "the first worker to see the study full.",
+    help="A pod of a tuning Job: add trials to the shared study, then finish once: the pod holding the "
+    "study's finishing lock refits, gates and registers; the others wait and report that version.",
 )
-@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@option("--quiet", is_flag=True, help="No progress or summary on stderr (warnings and errors only).")
+@log_level_option()
 @reports_errors
 def train(
     *,
@@ -70,13 +72,15 @@ def train(
     workers: int | None,
     tune_and_finish: bool,
     quiet: bool,
+    log_level: str | None,
 ) -> None:
     """Tune, record and register a model from a training config."""
     import optuna
 
     from modelloop.training import StreamProgress, load_config, run_training
 
-    settings = CommonSettings(tracking_uri=tracking_uri) if tracking_uri else CommonSettings()
+    given: dict[str, Any] = {"tracking_uri": tracking_uri, "log_level": log_level}
+    settings = CommonSettings(**{k: v for k, v in given.items() if v is not None})
     configure_logging(
         "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level, settings.log_format
     )
@@ -104,7 +108,9 @@ def train(
         click.echo(f"model: {result.model_name} version {result.version} (registered before; nothing to do)")
     else:
         click.echo(f"model: {result.model_name} version {result.version}")
-        click.echo(f"gate: {'passed' if result.gate_passed else 'failed'} ({'; '.join(result.gate_reasons)})")
+        verdict = "passed" if result.gate_passed else "failed"
+        # the summary table on stderr gave the gate's reasons already; said once, on stdout, when quiet
+        click.echo(f"gate: {verdict} ({'; '.join(result.gate_reasons)})" if quiet else f"gate: {verdict}")
         click.echo(f"alias: {result.promoted_alias or '-'}")
     url = ui_url(settings.tracking_uri, result.experiment_id, result.run_id) if result.experiment_id else None
     if url:

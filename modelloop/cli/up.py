@@ -1,5 +1,7 @@
 """`modelloop up`: start the local platform (MLflow, controller with the local target, scoring servers,
-scheduled monitoring) under one data directory, print where everything is, and run until Ctrl-C or SIGTERM."""
+scheduled monitoring, the watched bindings file) under one data directory, print where everything is, and
+run until Ctrl-C or SIGTERM. It prints its block once, then each line that changes: a binding's state goes
+from "waiting" (no version at its alias) to "rolling out" to its gRPC address and version."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import Any
 
 import click
 
+from modelloop.adapters.mlflow_ui import registry_url
 from modelloop.cli.errors import reports_errors
+from modelloop.cli.options import DURATION, log_level_option, option
 from modelloop.cli.platform import LocalPlatform, PlatformSettings
 from modelloop.contract.logs import configure_logging
 from modelloop.contract.port_file import read_port_file
@@ -30,48 +34,94 @@ def metrics_address(platform: LocalPlatform, binding: str) -> str | None:
 
 
 def describe(platform: LocalPlatform) -> list[str]:
-    """What `up` prints: the UI, each binding's gRPC address and metrics endpoint."""
-    lines = [f"MLflow UI and API   {platform.tracking_uri}"]
+    """What `up` prints: the UI, the prediction log, the bindings file, then one entry per binding (its gRPC
+    address, version and metrics endpoint once served, else what is under way); an entry may span lines."""
+    bindings_file = platform.settings.watched_bindings_file().resolve()
+    entries = [
+        f"MLflow API          {platform.tracking_uri}",
+        f"MLflow UI           {registry_url(platform.tracking_uri)}",
+        f"prediction log      {platform.prediction_log_url}",
+        f"bindings file       {bindings_file} (watched: changes apply while up runs)",
+    ]
     if platform.controller is not None and platform.controller.webhook is not None:
-        lines.append(f"controller webhook  {platform.controller.webhook.url}")
-    lines.append(f"prediction log      {platform.prediction_log_url}")
+        entries.insert(1, f"controller webhook  {platform.controller.webhook.url}")
     endpoints = platform.endpoints()
     if not endpoints:
-        lines.append(f"no bindings: write {platform.data_dir / 'bindings.yaml'} (see README) and restart")
+        entries.append("no bindings yet: `modelloop bind NAME --model MODEL` adds one (no restart)")
     for endpoint in endpoints:
-        where = endpoint.address or "not deployed yet (waiting for the alias)"
-        lines.append(f"binding {endpoint.binding} ({endpoint.model})  gRPC {where}")
+        head = f"binding {endpoint.binding} ({endpoint.model})"
+        if endpoint.address is None:
+            entries.append(f"{head}  {endpoint.status}")
+            continue
+        entry = f"{head}  gRPC {endpoint.address}  version {endpoint.version or '-'}"
         metrics = metrics_address(platform, endpoint.binding)
         if metrics:
-            lines.append(f"  metrics {metrics}")
-    return lines
+            entry += f"\n  metrics {metrics}"
+        entries.append(entry)
+    return entries
 
 
-@click.command()
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), help="Where all state lives (default .modelloop)."
+@click.command(context_settings={"show_default": True})
+@option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    setting=(PlatformSettings, "data_dir"),
+    help="Where all state lives.",
 )
-@click.option("--mlflow-port", type=int, help="Port of the MLflow UI/API (default 5000; 0: any free).")
-@click.option("--bindings", "bindings_file", type=click.Path(path_type=Path), help="Bindings YAML file.")
-@click.option("--poll-interval", type=float, help="Seconds between full reconciles (default 30).")
-@click.option("--monitor-interval", type=float, help="Seconds between monitoring passes (default 300).")
-@click.option("--monitor-window", type=float, help="Length of a monitoring window in seconds (default 900).")
-@click.option(
+@option(
+    "--mlflow-port",
+    type=click.IntRange(0, 65535),
+    setting=(PlatformSettings, "mlflow_port"),
+    help="Port of the MLflow UI/API (0: any free).",
+)
+@option(
+    "--bindings",
+    "bindings_file",
+    type=click.Path(path_type=Path),
+    show_default="<data-dir>/bindings.yaml",
+    help="Bindings YAML file; watched: bindings added, changed or removed apply while up runs "
+    "(`modelloop bind` edits it).",
+)
+@option(
+    "--poll-interval",
+    type=DURATION,
+    setting=(PlatformSettings, "poll_interval"),
+    help="Time between full reconciles.",
+)
+@option(
+    "--monitor-interval",
+    type=DURATION,
+    setting=(PlatformSettings, "monitor_interval"),
+    help="Time between monitoring passes.",
+)
+@option(
+    "--monitor-window",
+    type=DURATION,
+    setting=(PlatformSettings, "monitor_window"),
+    help="Length of a monitoring window.",
+)
+@option(
     "--local-shared/--no-local-shared",
     default=None,
-    help="One scoring server for every binding instead of one each (default: one each).",
+    show_default="no-local-shared",
+    help="One scoring server for every binding instead of one each.",
 )
-@click.option("--monitor-config", type=click.Path(path_type=Path), help="Monitoring rules YAML file.")
+@option(
+    "--monitor-config",
+    type=click.Path(path_type=Path),
+    show_default="<data-dir>/monitoring.yaml when it exists, else the built-in rules",
+    help="Monitoring rules YAML file (examples/monitoring.yaml).",
+)
+@log_level_option()
 @reports_errors
 def up(**flags: Any) -> None:
     """Start the whole local platform and keep it running until Ctrl-C."""
+    from modelloop.cli.live_bindings import read_bindings
     from modelloop.cli.local_monitoring import LocalMonitoring, platform_monitoring
-    from modelloop.deploy.bindings import load_bindings
 
     settings = PlatformSettings(**{k: v for k, v in flags.items() if v is not None})
     configure_logging(settings.log_level, settings.log_format)
-    bindings_file = settings.resolved_bindings_file()
-    bindings = load_bindings(bindings_file) if bindings_file is not None else []
+    bindings = read_bindings(settings.watched_bindings_file())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -84,10 +134,11 @@ def up(**flags: Any) -> None:
     with platform:
         shown: list[str] = []
         while not stop.is_set():
-            lines = describe(platform)
-            if lines != shown:
-                click.echo("\n".join(lines))
-                shown = lines
-            stop.wait(2.0)
+            entries = describe(platform)
+            new = [entry for entry in entries if entry not in shown]
+            if new:
+                click.echo("\n".join(new))
+                shown = entries
+            stop.wait(1.0)
         click.echo("stopping ...", err=True)
     click.echo("stopped", err=True)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from modelloop.cli.errors import reports_errors
+from modelloop.cli.options import option, tracking_uri_option
 from modelloop.contract.config_files import read_secret_file
 from modelloop.contract.errors import ConfigError
 from modelloop.contract.settings import CommonSettings
@@ -26,8 +27,8 @@ def webhook() -> None:
 @click.option(
     "--secret-file", required=True, type=click.Path(path_type=Path), help="File holding the secret."
 )
-@click.option("--tracking-uri", help="MLflow tracking URI.")
-@click.option("--name", default="modelloop-controller", show_default=True, help="Webhook name in MLflow.")
+@tracking_uri_option()
+@option("--name", default="modelloop-controller", help="Webhook name in MLflow.")
 @reports_errors
 def register(url: str, secret_file: Path, tracking_uri: str | None, name: str) -> None:
     """Register (or update) the webhook."""

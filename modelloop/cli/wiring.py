@@ -102,10 +102,18 @@ def wire_controller(
     reconciling: Reconciling,
     local: LocalServing | None = None,
     kubernetes: KubernetesServing | None = None,
+    live: bool = False,
 ) -> WiredController:
-    """The registry at `tracking_uri`, the targets asked for, and a controller over them (not started)."""
+    """The registry at `tracking_uri`, the targets asked for, and a controller over them (not started);
+    `live`: one whose bindings can change while it runs (`cli.live_bindings.LiveController`)."""
     from modelloop.deploy.controller import Controller
     from modelloop.deploy.registry import MlflowRegistry
+
+    kind = Controller
+    if live:
+        from modelloop.cli.live_bindings import LiveController
+
+        kind = LiveController
 
     targets: dict[str, DeploymentTarget] = {}
     local_target = leader = None
@@ -114,7 +122,7 @@ def wire_controller(
             targets["local"] = local_target = _local_target(tracking_uri, local)
         if kubernetes is not None:
             targets["kubernetes"], leader = _kubernetes_target(bindings, kubernetes)
-        controller = Controller(
+        controller = kind(
             bindings,
             MlflowRegistry(tracking_uri),
             targets,

@@ -8,6 +8,9 @@ Numeric features keep their quantile function at 1,001 evenly spaced probabiliti
 Wasserstein distance against live data without the raw rows), ten quantile bins with the reference fraction
 in each (for PSI), an equal-width histogram (for plots), and the missing rate. Categorical features keep the
 frequencies of their most common categories (the rest pooled under `OTHER_CATEGORY`) and the missing rate.
+
+`profile_summary` writes the same profile for people (a markdown table per kind), logged beside the JSON at
+`REFERENCE_PROFILE_SUMMARY_PATH` by training and by `modelloop profile`.
 """
 
 from __future__ import annotations
@@ -190,6 +193,85 @@ def build_profile(
     )
 
 
+def _num(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _quantile(profile: NumericProfile, p: float) -> float:
+    return profile.quantiles[round(p * (len(profile.quantiles) - 1))]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _numeric_row(name: str, p: NumericProfile) -> str:
+    name = _cell(name)
+    if not p.quantiles:
+        return f"| {name} | 0 | {p.missing_rate:.1%} | | | | | | |"
+    cells = [p.mean, p.std, p.min, _quantile(p, 0.05), _quantile(p, 0.5), _quantile(p, 0.95), p.max]
+    return f"| {name} | {p.count} | {p.missing_rate:.1%} | " + " | ".join(_num(c) for c in cells) + " |"
+
+
+def _top_categories(p: CategoricalProfile, shown: int = 5) -> str:
+    named = sorted(((k, v) for k, v in p.frequencies.items() if k != OTHER_CATEGORY), key=lambda kv: -kv[1])
+    text = ", ".join(f"`{_cell(k)}` {v:.1%}" for k, v in named[:shown])
+    rest = len(named) - shown
+    if rest > 0:
+        text += f", {rest} more"
+    if OTHER_CATEGORY in p.frequencies:
+        text += f", others pooled {p.frequencies[OTHER_CATEGORY]:.1%}"
+    return text
+
+
+def profile_summary(profile: ReferenceProfile) -> str:
+    """The profile as markdown for people: the rows it was built on, one table row per feature (numeric:
+    count, missing, mean, std and quantiles; categorical: the most common categories) and the prediction."""
+    numeric = {k: p for k, p in profile.features.items() if isinstance(p, NumericProfile)}
+    categorical = {k: p for k, p in profile.features.items() if isinstance(p, CategoricalProfile)}
+    lines = [
+        "# Reference profile",
+        "",
+        f"Built on {profile.n_rows} rows for a {profile.task} model: {len(numeric)} numeric and "
+        f"{len(categorical)} categorical features (schema version {profile.schema_version}). Monitoring "
+        "compares each window of live traffic with it; the machine-readable profile is "
+        "`reference_profile.json`.",
+    ]
+    if numeric:
+        lines += [
+            "",
+            "## Numeric features",
+            "",
+            "| feature | values | missing | mean | std | min | p5 | median | p95 | max |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *(_numeric_row(name, p) for name, p in numeric.items()),
+        ]
+    if categorical:
+        lines += [
+            "",
+            "## Categorical features",
+            "",
+            "| feature | values | missing | categories | most common |",
+            "|---|---:|---:|---:|---|",
+            *(
+                f"| {_cell(name)} | {p.count} | {p.missing_rate:.1%} | "
+                f"{sum(k != OTHER_CATEGORY for k in p.frequencies)} | {_top_categories(p)} |"
+                for name, p in categorical.items()
+            ),
+        ]
+    pred = profile.prediction
+    if pred is not None:
+        lines += ["", "## Prediction", ""]
+        if isinstance(pred, CategoricalProfile):
+            lines.append(f"Predicted classes: {_top_categories(pred, shown=10) or 'none'}.")
+        elif pred.quantiles:
+            lines.append(
+                f"Predicted values: mean {_num(pred.mean)}, std {_num(pred.std)}, median "
+                f"{_num(_quantile(pred, 0.5))}, from {_num(pred.min)} to {_num(pred.max)}."
+            )
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
     "HISTOGRAM_BINS",
     "MAX_CATEGORIES",
@@ -207,4 +289,5 @@ __all__ = [
     "profile_categorical",
     "profile_column",
     "profile_numeric",
+    "profile_summary",
 ]

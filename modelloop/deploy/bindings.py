@@ -16,14 +16,20 @@ MLflow's deprecated stages are honoured: when the alias is missing, the stage ma
         replicas: 2
         autoscaling: {min: 2, max: 10, cpu_target: 70}
         resources: {requests: {cpu: 250m, memory: 512Mi}, limits: {memory: 1Gi}}
+
+`modelloop bind` edits such a file with `set_binding` / `remove_binding`: validated first, then written whole
+(a temporary file renamed over it), so a reader (`modelloop up` watches its file) never sees half of one.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelloop.contract.config_files import describe_validation_error, read_yaml_mapping
@@ -144,4 +150,62 @@ def load_bindings(path: Path) -> list[Binding]:
     return parse_bindings(read_yaml_mapping(path, what=what), source=f"{what} {path}")
 
 
-__all__ = ["Autoscaling", "Binding", "Challenger", "Resources", "load_bindings", "parse_bindings"]
+def save_bindings(path: Path, bindings: list[Binding]) -> None:
+    """Write `bindings` to `path` whole (see the module docstring); no bindings removes the file."""
+    path = Path(path)
+    if not bindings:
+        path.unlink(missing_ok=True)
+        return
+    BindingsFile(bindings=bindings)  # the unique-name rule
+    document = {"bindings": [b.model_dump(mode="json", exclude_defaults=True) for b in bindings]}
+    text = "# written by `modelloop bind`; `modelloop up` picks up changes while it runs\n"
+    text += yaml.safe_dump(document, sort_keys=False)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _existing(path: Path) -> list[Binding]:
+    return load_bindings(path) if Path(path).exists() else []
+
+
+def set_binding(path: Path, binding: Binding) -> bool:
+    """Add `binding` to the file at `path` (created when missing), or replace the one of the same name;
+    True when it replaced one. The file must be valid before: `ConfigError` otherwise, nothing written."""
+    bindings = _existing(path)
+    replaced = any(b.name == binding.name for b in bindings)
+    kept = [binding if b.name == binding.name else b for b in bindings]
+    save_bindings(path, kept if replaced else [*bindings, binding])
+    return replaced
+
+
+def remove_binding(path: Path, name: str) -> bool:
+    """Remove the binding `name` from the file at `path` (the file goes with its last binding); False when
+    there was none of that name."""
+    bindings = _existing(path)
+    kept = [b for b in bindings if b.name != name]
+    if len(kept) == len(bindings):
+        return False
+    save_bindings(path, kept)
+    return True
+
+
+__all__ = [
+    "Autoscaling",
+    "Binding",
+    "Challenger",
+    "Resources",
+    "load_bindings",
+    "parse_bindings",
+    "remove_binding",
+    "save_bindings",
+    "set_binding",
+]

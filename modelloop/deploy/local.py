@@ -89,6 +89,7 @@ class LocalTarget(DeploymentTarget):
         self.admin_token_file.chmod(0o600)
         self.admin_token_file.write_text(self.admin_token)
         self._servers: dict[str, ServerProcess] = {}  # key (binding name, or SHARED_KEY) -> server
+        self._starting: dict[str, DeploymentSpec] = {}  # binding -> the spec its first rollout is starting
         self._lock = threading.Lock()
         self.processes = Supervisor(
             command=self.command,
@@ -130,6 +131,11 @@ class LocalTarget(DeploymentTarget):
         """The port file of a binding's server (its gRPC and metrics ports once it is up)."""
         return self._known(name).port_file
 
+    def starting(self, name: str) -> DeploymentSpec | None:
+        """The spec a binding's first rollout is bringing up (its server not answering yet), or None."""
+        with self._lock:
+            return self._starting.get(name)
+
     def pid(self, name: str) -> int | None:
         """Process id of a binding's scoring server (None while it is down or being restarted)."""
         proc = self._known(name).proc
@@ -142,6 +148,15 @@ class LocalTarget(DeploymentTarget):
     # the deployment verbs ---------------------------------------------------------------------------------
 
     def create(self, spec: DeploymentSpec, *, deadline: float) -> DeploymentState:
+        with self._lock:
+            self._starting[spec.name] = spec
+        try:
+            return self._create(spec, deadline)
+        finally:
+            with self._lock:
+                self._starting.pop(spec.name, None)
+
+    def _create(self, spec: DeploymentSpec, deadline: float) -> DeploymentState:
         key = self._key(spec.name)
         with self._lock:
             server = self._servers.get(key)

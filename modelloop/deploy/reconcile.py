@@ -6,9 +6,11 @@ target already serves what the registry names, nothing is changed. A version tag
 is not tried again (delete the tag to retry it); the target keeps serving the previous version.
 Raises `TemporaryError` (retry later); every other outcome is returned as a `Result`.
 
-A rollout's write-backs are made in one order: the versions it retires are tagged `retired`, the new
-versions get their binding (and reason or since), the deployment run is logged, and only then the new
-versions' outcome tag (`serving` / `failed`) is set, so whoever sees the outcome sees the rest of the record.
+A rollout's write-backs are made in one order: the versions it retires are tagged `retired` (with
+`serving_until`), the new versions get their binding, target and address (and the failure's reason, or
+`serving_from`), the deployment run is logged (which also rewrites the stories, the descriptions, of the
+versions involved: `deploy.registry`), and only then the new versions' outcome tag (`serving` / `failed`)
+is set, so whoever sees the outcome sees the rest of the record. Times are ISO-8601 UTC.
 Write-backs (version tags, the deployment run) that the registry cannot take are kept in memory, in order,
 and written at the start of the next reconcile of any binding; `pending_writes` counts them. Nothing is
 dropped unless the registry refuses it outright (logged as an error).
@@ -26,11 +28,15 @@ from enum import StrEnum
 
 from modelloop.contract.registry import (
     TAG_ROLLOUT,
+    TAG_ROLLOUT_ADDRESS,
     TAG_ROLLOUT_BINDING,
     TAG_ROLLOUT_REASON,
-    TAG_ROLLOUT_SINCE,
+    TAG_ROLLOUT_SERVING_FROM,
+    TAG_ROLLOUT_SERVING_UNTIL,
+    TAG_ROLLOUT_TARGET,
 )
 
+from .addresses import serving_address
 from .bindings import Binding
 from .errors import PermanentError, RolloutFailedError
 from .registry import Registry, RolloutRecord
@@ -127,7 +133,8 @@ class Reconciler:
         actual = target.get(binding.name)
         spec = self._desired(binding, actual)
         if spec is None:
-            log.info("binding %s: registry names no version of %s to serve", binding.name, binding.model)
+            # said on every reconcile until an alias is set: debug (`up` shows the binding as waiting)
+            log.debug("binding %s: registry names no version of %s to serve", binding.name, binding.model)
             return Result(binding.name, Outcome.NOTHING, actual)
         if actual is not None and actual.matches(spec):
             self._repair_tags(spec)
@@ -145,11 +152,11 @@ class Reconciler:
             ),
         ]
         log.info(
-            "binding %s: rolling out %s/%s (challenger %s) on %s",
+            "binding %s: rolling out %s/%s%s on %s",
             binding.name,
             spec.model,
             spec.champion_version,
-            spec.challenger_version,
+            challenger,
             binding.target,
         )
         try:
@@ -159,10 +166,10 @@ class Reconciler:
                 state = target.update(spec, deadline=self.rollout_deadline)
         except RolloutFailedError as exc:
             timeline.append((self._clock(), f"failed: {exc}"))
-            self._record_failure(spec, actual, str(exc), timeline)
+            self._record_failure(spec, actual, str(exc), timeline, address=serving_address(target, binding))
             return Result(binding.name, Outcome.FAILED, target.get(binding.name), reason=str(exc))
         timeline.append((self._clock(), "ready"))  # the outcome, last
-        self._record_success(spec, actual, timeline)
+        self._record_success(spec, actual, timeline, address=serving_address(target, binding))
         return Result(binding.name, Outcome.CREATED if actual is None else Outcome.UPDATED, state)
 
     def _new_versions(self, spec: DeploymentSpec, actual: DeploymentState | None) -> list[str]:
@@ -175,29 +182,40 @@ class Reconciler:
         actual: DeploymentState | None,
         reason: str,
         timeline: list[tuple[float, str]],
+        *,
+        address: str,
     ) -> None:
         log.error("binding %s: rollout of %s failed: %s", spec.name, spec.model, reason)
         new = self._new_versions(spec, actual)
         for version in new:
             self._failed.add((spec.model, version))
             self._queue_tags(
-                spec.model, version, {TAG_ROLLOUT_REASON: reason[:4000], TAG_ROLLOUT_BINDING: spec.name}
+                spec.model,
+                version,
+                {TAG_ROLLOUT_REASON: reason[:4000], **_where(spec, address)},
             )
-        self._finish_record(spec, actual, new, ROLLOUT_FAILED, timeline, reason=reason)
+        self._finish_record(spec, actual, new, ROLLOUT_FAILED, timeline, reason=reason, address=address)
 
     def _record_success(
-        self, spec: DeploymentSpec, actual: DeploymentState | None, timeline: list[tuple[float, str]]
+        self,
+        spec: DeploymentSpec,
+        actual: DeploymentState | None,
+        timeline: list[tuple[float, str]],
+        *,
+        address: str,
     ) -> None:
-        since = datetime.fromtimestamp(timeline[-1][0], UTC).isoformat(timespec="seconds")
+        at = iso_utc(timeline[-1][0])
         new = self._new_versions(spec, actual)
         if actual is not None:
             now_serving = {spec.champion_version, spec.challenger_version}
             for old in (actual.champion_version, actual.challenger_version):
                 if old is not None and old not in now_serving:
-                    self._queue_tags(spec.model, old, {TAG_ROLLOUT: ROLLOUT_RETIRED})
+                    self._queue_tags(
+                        spec.model, old, {TAG_ROLLOUT: ROLLOUT_RETIRED, TAG_ROLLOUT_SERVING_UNTIL: at}
+                    )
         for version in new:
-            self._queue_tags(spec.model, version, {TAG_ROLLOUT_BINDING: spec.name, TAG_ROLLOUT_SINCE: since})
-        self._finish_record(spec, actual, new, ROLLOUT_SERVING, timeline)
+            self._queue_tags(spec.model, version, {**_where(spec, address), TAG_ROLLOUT_SERVING_FROM: at})
+        self._finish_record(spec, actual, new, ROLLOUT_SERVING, timeline, address=address)
 
     def _finish_record(
         self,
@@ -208,6 +226,7 @@ class Reconciler:
         timeline: list[tuple[float, str]],
         *,
         reason: str = "",
+        address: str = "",
     ) -> None:
         """Queue the rollout's record, then the outcome tag of each new version (the outcome last: see the
         module docstring)."""
@@ -220,6 +239,8 @@ class Reconciler:
                 outcome=outcome,
                 reason=reason,
                 timeline=timeline,
+                target=spec.binding.target,
+                address=address,
             )
         )
         for version in new:
@@ -237,9 +258,9 @@ class Reconciler:
                     version,
                     {
                         TAG_ROLLOUT_BINDING: spec.name,
-                        TAG_ROLLOUT_SINCE: datetime.fromtimestamp(self._clock(), UTC).isoformat(
-                            timespec="seconds"
-                        ),
+                        TAG_ROLLOUT_TARGET: spec.binding.target,
+                        TAG_ROLLOUT_SERVING_FROM: tags.get(TAG_ROLLOUT_SERVING_FROM)
+                        or iso_utc(self._clock()),
                         TAG_ROLLOUT: ROLLOUT_SERVING,
                     },
                 )
@@ -288,6 +309,19 @@ class Reconciler:
             self._pending.pop(0)
 
 
+def iso_utc(when: float) -> str:
+    """Unix seconds as ISO-8601 UTC to the second, e.g. 2026-11-30T04:12:07Z."""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _where(spec: DeploymentSpec, address: str) -> dict[str, str]:
+    """The tags saying where a version was rolled out: binding, target and (when known) address."""
+    tags = {TAG_ROLLOUT_BINDING: spec.name, TAG_ROLLOUT_TARGET: spec.binding.target}
+    if address:
+        tags[TAG_ROLLOUT_ADDRESS] = address
+    return tags
+
+
 @dataclass(frozen=True)
 class _TagWrite:
     model: str
@@ -298,4 +332,4 @@ class _TagWrite:
         return f"tags of {self.model}/{self.version}"
 
 
-__all__ = ["Outcome", "Reconciler", "Result"]
+__all__ = ["Outcome", "Reconciler", "Result", "iso_utc"]

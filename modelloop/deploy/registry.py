@@ -5,13 +5,15 @@ Called by `modelloop.deploy.reconcile`. The port promises:
   names one (or the model does not exist);
 - `set_version_tags` sets tags on one version;
 - `record_rollout` logs one run per rollout in `DEPLOYMENTS_EXPERIMENT` with the rollout's timeline (JSON and
-  a plot); writing the same record again (a retry after a failure half-way) leaves one run, not two;
+  a plot); writing the same record again (a retry after a failure half-way) leaves one run, not two; then
+  the stories (descriptions) of the versions it involved are rewritten from the registry;
 - every method raises `TemporaryError` when the registry cannot be reached (after a short retry with backoff),
   never a transport exception. Implementations are safe to call from several threads.
 
 `MlflowRegistry` reads and tags versions through `adapters.mlflow_registry.MlflowModelRegistry` and writes the
 deployment run through `adapters.mlflow_rollouts.MlflowRolloutRuns`; what the run carries (`deployment_run`:
-params, tags, the `rollout.seconds` metric, the timeline's JSON and plot from `rollout_plot`) is decided here.
+params, tags, a description, the `rollout.seconds` metric, the timeline's JSON and plot from `rollout_plot`)
+is decided here; the versions' stories are rewritten by `adapters.mlflow_version_story`.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from modelloop.adapters import mlflow_rollouts as dep
 from modelloop.adapters.mlflow_registry import STAGE_FOR_ALIAS, MlflowModelRegistry
 from modelloop.adapters.mlflow_rollouts import DeploymentRun, MlflowRolloutRuns
+from modelloop.adapters.mlflow_ui import version_url
+from modelloop.adapters.mlflow_version_story import refresh_story
 from modelloop.contract.errors import NotFoundError, UnavailableError, clip
 from modelloop.contract.model_registry import RegistryRefusedError
 from modelloop.contract.registry import (
@@ -65,6 +71,16 @@ class RolloutRecord:
     reason: str = ""
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (unix time, event)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # makes writing it again idempotent
+    target: str = ""  # "local" | "kubernetes"
+    address: str = ""  # where the binding answers ("" unknown)
+
+    @property
+    def name(self) -> str:
+        """The deployment run's name, e.g. "rollout v1 → v2 on demo"."""
+        versions = (
+            f"v{self.from_version} → v{self.to_version}" if self.from_version else f"v{self.to_version}"
+        )
+        return f"rollout {versions} on {self.binding}"
 
     def describe(self) -> str:
         return f"the record of {self.binding}'s rollout of {self.model}/{self.to_version}"
@@ -151,27 +167,40 @@ class MlflowRegistry(Registry):
         with tempfile.TemporaryDirectory(prefix="modelloop-rollout-") as folder:
             run = deployment_run(record, Path(folder))
             self._call(f"record rollout of {clip(record.binding)}", lambda: self._rollouts.write(run))
+        for version in dict.fromkeys(v for v in (record.to_version, record.from_version) if v):
+            self.refresh_story(record.model, version)
+
+    def refresh_story(self, model: str, version: str) -> None:
+        """Rewrite the version's description from the registry (`adapters.mlflow_version_story`)."""
+        self._call(
+            f"describe {clip(model)}/{clip(version)}", lambda: refresh_story(self._registry, model, version)
+        )
 
 
 def deployment_run(record: RolloutRecord, folder: Path) -> DeploymentRun:
     """What the deployment run of `record` carries; the timeline's JSON and plot are written under `folder`
     (at `TIMELINE_JSON_PATH` and `TIMELINE_PLOT_PATH`), which the run's artifacts copy."""
+    at = datetime.fromtimestamp(record.timeline[-1][0], UTC) if record.timeline else datetime.now(UTC)
     params = {
-        "binding": record.binding,
-        "model": record.model,
-        "from_version": record.from_version or "",
-        "to_version": record.to_version,
-        "outcome": record.outcome,
+        dep.PARAM_BINDING: record.binding,
+        dep.PARAM_MODEL: record.model,
+        dep.PARAM_FROM_VERSION: record.from_version or "",
+        dep.PARAM_TO_VERSION: record.to_version,
+        dep.PARAM_OUTCOME: record.outcome,
+        dep.PARAM_TARGET: record.target,
+        dep.PARAM_ADDRESS: record.address,
+        dep.PARAM_AT: at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     tags = {TAG_RUN_KIND: "deployment", RUN_TAG_BINDING: record.binding}
     if record.reason:
         tags[RUN_TAG_REASON] = record.reason[:4000]
     run = DeploymentRun(
         record_id=record.id,
-        name=f"{record.binding}-v{record.to_version}",
+        name=record.name,
         params=params,
         tags=tags,
         failed=record.outcome != "serving",
+        description=rollout_note(record, at=params[dep.PARAM_AT]),
     )
     if not record.timeline:
         return run
@@ -195,6 +224,29 @@ def deployment_run(record: RolloutRecord, folder: Path) -> DeploymentRun:
     )
 
 
+def rollout_note(record: RolloutRecord, *, at: str) -> str:
+    """The deployment run's description (markdown): what moved where, and how it ended."""
+    model = record.model.replace("|", "/")
+
+    def version(v: str) -> str:
+        return f"[version {v}]({version_url(None, record.model, v)})"
+
+    where = f"binding `{record.binding}` ({record.target or 'unknown'} target"
+    where += f", `{record.address}`)" if record.address else ")"
+    moved = f"{version(record.to_version)} of **{model}** on {where}"
+    if record.from_version:
+        moved += f", replacing {version(record.from_version)}"
+    lines = [f"Rollout of {moved}."]
+    if record.timeline:
+        lines.append(f"Took {record.timeline[-1][0] - record.timeline[0][0]:.1f} s.")
+    if record.outcome == "serving":
+        lines.append(f"Serving since {at}.")
+    else:
+        reason = record.reason.replace("\n", " ")[:500]
+        lines.append(f"**Failed** at {at}; the binding kept serving what it served before. Reason: {reason}")
+    return "\n\n".join(lines)
+
+
 __all__ = [
     "RUN_TAG_BINDING",
     "RUN_TAG_REASON",
@@ -205,4 +257,5 @@ __all__ = [
     "Registry",
     "RolloutRecord",
     "deployment_run",
+    "rollout_note",
 ]

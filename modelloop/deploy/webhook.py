@@ -1,6 +1,7 @@
 """Signed MLflow webhook deliveries: the header names, the event types the controller subscribes to
 (`EVENTS`, the list `deploy.webhook_registration` registers in MLflow), `sign`, and `WebhookVerifier`,
-which is pure (signature, freshness, replay). The HTTP receiver that uses it is `deploy.webhook_http`.
+which is pure (signature, freshness, replay). The HTTP receiver that uses it is `deploy.webhook_http`;
+`Event.is_own_tag_write` recognises the deliveries caused by modelloop's own tag writes.
 
 A delivery is accepted only when `X-MLflow-Signature` equals
 "v1," + base64(HMAC-SHA256(secret, f"{delivery_id}.{timestamp}.{body}")) (constant-time compare), the
@@ -20,10 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
+from modelloop.contract.registry import is_modelloop_tag
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -74,6 +75,13 @@ class Event:
     def model(self) -> str | None:
         name = self.data.get("name")
         return name if isinstance(name, str) else None
+
+    @property
+    def is_own_tag_write(self) -> bool:
+        """A `modelloop.*` version tag being set: modelloop's own bookkeeping (the controller's rollout tags,
+        the training's gate tags), which the controller does not act on and the receiver does not log."""
+        key = self.data.get("key")
+        return self.type == "model_version_tag.set" and isinstance(key, str) and is_modelloop_tag(key)
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: str) -> str:

@@ -377,7 +377,13 @@ class WebhookServer:
             log.info("webhook event %.64s ignored: not a subscribed event type", event.type)
             return 202, "ignored: not a subscribed event type"
         self.metrics.accepted.labels(event=event.type).inc()
-        log.info("webhook %s for model %.64s", event.type, event.model)
+        # modelloop's own tag writes (each rollout sets several) come back as deliveries: not worth a line
+        log.log(
+            logging.DEBUG if event.is_own_tag_write else logging.INFO,
+            "webhook %s for model %.64s",
+            event.type,
+            event.model,
+        )
         try:
             self.on_event(event)
         except Exception:

@@ -7,7 +7,8 @@ benchmarks directly. `feature_drift` turns one column into a `FeatureDrift` (sta
 Rules (thresholds in `DriftRules`): a feature with fewer than `min_rows` present values is insufficient,
 not drifted; with more than `large_window_rows` it drifts when normalised Wasserstein (numeric) or
 Jensen-Shannon (categorical) reaches its threshold; otherwise when the KS (numeric) or chi-square
-(categorical) p-value is below `p_value`. PSI is reported with its bands but decides nothing.
+(categorical) p-value is below `p_value`. PSI is reported with its bands but decides nothing: people read a
+feature's verdict from `decided_by` (the statistic of `stats` that decided) and `threshold`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class FeatureDrift:
     plot_bins: list[str] | list[float] = field(default_factory=list)
     plot_reference: list[float] = field(default_factory=list)
     plot_current: list[float] = field(default_factory=list)
+    decided_by: str | None = None  # the key of `stats` the rule compared (None: not evaluated)
+    threshold: float | None = None  # what it was compared with
+
+    @property
+    def deciding_value(self) -> float | None:
+        """The value of the statistic that decided, or None when the feature was not evaluated."""
+        return self.stats.get(self.decided_by) if self.decided_by else None
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,10 @@ def numeric_drift(
     wd = stats.normalise(compared.wasserstein, stats.population_std(profile.std, profile.count))
     if n > rules.large_window_rows:
         drifted, rule = wd >= rules.wasserstein, f"wasserstein >= {rules.wasserstein:g}"
+        decided_by, threshold = "wasserstein", rules.wasserstein
     else:
         drifted, rule = ks_p < rules.p_value, f"ks_pvalue < {rules.p_value:g}"
+        decided_by, threshold = "ks_pvalue", rules.p_value
     ref_hist = np.asarray(profile.histogram_counts, dtype=np.float64)
     cur_hist = np.diff(compared.at_or_below(hist_edges)) if hist_edges.size else np.array([])
     return FeatureDrift(
@@ -138,6 +148,8 @@ def numeric_drift(
         plot_bins=hist_edges.tolist(),
         plot_reference=(ref_hist / max(ref_hist.sum(), 1.0)).tolist(),
         plot_current=(cur_hist / n).tolist(),
+        decided_by=decided_by,
+        threshold=threshold,
     )
 
 
@@ -160,9 +172,12 @@ def categorical_drift(
     chi, chi_p = stats.chi_square(ref, counts)
     if n > rules.large_window_rows:
         drifted, rule = js >= rules.jensen_shannon, f"jensen_shannon >= {rules.jensen_shannon:g}"
+        decided_by, threshold = "js", rules.jensen_shannon
     else:
         drifted, rule = chi_p < rules.p_value, f"chi2_pvalue < {rules.p_value:g}"
+        decided_by, threshold = "chi2_pvalue", rules.p_value
     labels = [k for k in profile.frequencies if k != OTHER_CATEGORY] + [OTHER_CATEGORY]
+    shown = [i for i, label in enumerate(labels) if label != OTHER_CATEGORY or ref[i] > 0 or cur[i] > 0]
     return FeatureDrift(
         name,
         "categorical",
@@ -172,9 +187,11 @@ def categorical_drift(
         rule,
         psi_band(psi_value, rules),
         {**base, "psi": psi_value, "js": js, "chi2": chi, "chi2_pvalue": chi_p, "unseen_share": unseen},
-        plot_bins=labels,
-        plot_reference=ref.tolist(),
-        plot_current=cur.tolist(),
+        plot_bins=[labels[i] for i in shown],  # no bar for an "others" pool empty on both sides
+        plot_reference=[float(ref[i]) for i in shown],
+        plot_current=[float(cur[i]) for i in shown],
+        decided_by=decided_by,
+        threshold=threshold,
     )
 
 

@@ -1,9 +1,10 @@
 """The retraining decision of one window: ask the trigger, launch a retraining when it fires, record the
 firing on the registered model and version, and say it all in the tags of the window's run.
 
-Called by `monitoring.job.run_window` once the window's run holds its metrics. The last firing (cause and
-window end, for "never twice for the same cause" and the cool-down) is read from the registered model's tags
-and written to them, and to the version's, through the `ModelRegistry` port.
+Called by `monitoring.job.run_window` once the window's run holds its metrics. The last firing (its streak and
+window end, for "never twice for the same streak" and the cool-down) is read from the registered model's tags
+and written to them, and to the version's, through the `ModelRegistry` port: the cause names the window whose
+run fired, `fired_at` is that window's end in ISO-8601 UTC (older registries hold unix seconds: both read).
 
 Re-running a window whose run launched a retraining carries that record (the `modelloop.retrain.*` tags)
 over to the new run, adds `modelloop.retrain.replaced_run` (the id the training run's `--triggered-by`
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from modelloop.contract.errors import ModelloopError
 from modelloop.contract.model_registry import ModelRegistry
@@ -29,6 +31,7 @@ from modelloop.contract.registry import (
     TAG_RETRAIN_PREFIX,
     TAG_RETRAIN_REPLACED_RUN,
     TAG_RETRAIN_RERUN_DECISION,
+    TAG_RETRAIN_STREAK,
 )
 from modelloop.monitoring.measure import Measurement
 from modelloop.monitoring.records import WindowRun
@@ -64,10 +67,32 @@ class Launcher:
 def last_firing(registry: ModelRegistry, model_name: str) -> LastFiring | None:
     """The model's last retraining launched by monitoring, from the registered model's tags."""
     tags = registry.model_tags(model_name)
-    cause, at = tags.get(TAG_RETRAIN_CAUSE), tags.get(TAG_RETRAIN_FIRED_AT)
-    if not cause or at is None:
+    streak = tags.get(TAG_RETRAIN_STREAK) or tags.get(TAG_RETRAIN_CAUSE)  # older registries: the cause
+    at = parse_fired_at(tags.get(TAG_RETRAIN_FIRED_AT))
+    if not streak or at is None:
         return None
-    return LastFiring(cause, float(at))
+    return LastFiring(streak, at)
+
+
+def fired_at(window_end: float) -> str:
+    """The `fired_at` tag: a window end as ISO-8601 UTC."""
+    return datetime.fromtimestamp(window_end, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_fired_at(text: str | None) -> float | None:
+    """A `fired_at` tag back to unix seconds (ISO-8601, or the unix seconds of older registries)."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        log.warning("tag %s is neither ISO-8601 nor unix seconds; ignored", TAG_RETRAIN_FIRED_AT)
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def settle(
@@ -93,6 +118,8 @@ def settle(
     }
     if decision.cause:
         tags[TAG_RETRAIN_CAUSE] = decision.cause
+    if decision.streak:
+        tags[TAG_RETRAIN_STREAK] = decision.streak
     if launch is not None:
         tags.update({f"{TAG_RETRAIN_PREFIX}{k}": v for k, v in launch.details.items()})
         tags[TAG_RETRAIN_LAUNCHED] = launch.description[:TAG_TEXT_LIMIT]
@@ -140,7 +167,7 @@ def _launch(
     assert m.reference is not None and decision.cause is not None
     if launcher.retrainer is None:
         detail = f"{decision.detail}; retraining is off"
-        return TriggerDecision(Decision.SUPPRESSED, decision.cause, detail), None
+        return TriggerDecision(Decision.SUPPRESSED, decision.cause, detail, decision.streak), None
     try:
         launch = launcher.retrainer.launch(
             _request(model_name, decision.cause, m.reference, run_id, launcher)
@@ -148,10 +175,11 @@ def _launch(
     except ModelloopError as exc:
         log.error("model %s: retraining could not be launched: %s", model_name, exc)
         detail = f"{decision.detail}; launch failed: {exc}"
-        return TriggerDecision(Decision.LAUNCH_FAILED, decision.cause, detail), None
+        return TriggerDecision(Decision.LAUNCH_FAILED, decision.cause, detail, decision.streak), None
     fired = {
         TAG_RETRAIN_CAUSE: decision.cause,
-        TAG_RETRAIN_FIRED_AT: repr(window_end),
+        TAG_RETRAIN_STREAK: decision.streak or decision.cause,
+        TAG_RETRAIN_FIRED_AT: fired_at(window_end),
         TAG_RETRAIN_MONITORING_RUN: run_id,
     }
     launcher.registry.set_model_tags(model_name, fired)
@@ -173,4 +201,12 @@ def _request(model_name: str, cause: str, ref: Reference, run_id: str, launcher:
     )
 
 
-__all__ = ["Launcher", "Retraining", "last_firing", "repoint_firing", "settle"]
+__all__ = [
+    "Launcher",
+    "Retraining",
+    "fired_at",
+    "last_firing",
+    "parse_fired_at",
+    "repoint_firing",
+    "settle",
+]

@@ -6,7 +6,12 @@ bound models every interval, with an injected `Retrainer`). `run_window` measure
 the version that served it, quality from the labels that have arrived), writes one run for (model, window)
 through the `MonitoringRecords` port with the metric names of DESIGN.md (`monitoring.run_content`),
 replacing any earlier run of the same window, and lets `monitoring.firing` ask the trigger and launch and
-record a retraining when it fires. A window without traffic is recorded too, with status `empty`.
+record a retraining when it fires. A window without traffic is not a run: it is counted on the model's next
+recorded window (`window.empty_before`, from the gap since the previous recorded window, so a CronJob that
+starts afresh each time counts the same), and its outcome has no run id. A window whose version has no
+reference profile is recorded with status `no_reference` and the reason in a tag. Each run has a readable
+name and a markdown description (`monitoring.run_notes`), a handful of summary metrics, and the per-feature
+statistics as a table artifact beside the HTML report (`monitoring.run_content`).
 
 The registry (versions, reference profiles, training configs, the tags of the last firing) is reached
 through the `ModelRegistry` port; neither port is MLflow here, so tests run the job on in-memory ones.
@@ -32,7 +37,14 @@ from modelloop.monitoring.quality import Quality
 from modelloop.monitoring.records import MonitoringRecords, WindowRun
 from modelloop.monitoring.report import ReportInput, write_report
 from modelloop.monitoring.retrain import Retrainer, RetrainLaunch
-from modelloop.monitoring.run_content import run_metrics, run_params, start_tags
+from modelloop.monitoring.run_content import (
+    FEATURES_TABLE_PATH,
+    feature_rows,
+    run_metrics,
+    run_params,
+    start_tags,
+)
+from modelloop.monitoring.run_notes import run_description, run_name
 from modelloop.monitoring.trigger import TriggerDecision, WindowRecord, decide
 from modelloop.monitoring.window import Window
 
@@ -50,8 +62,8 @@ class WindowOutcome:
 
     model: str
     window: Window
-    run_id: str
-    status: str  # "ok" | "insufficient" | "empty"
+    run_id: str  # "" for an empty window (not recorded)
+    status: str  # "ok" | "insufficient" | "empty" | "no_reference"
     version: str | None
     rows: int
     summary: DriftSummary | None
@@ -87,7 +99,7 @@ def run_window(
 ) -> WindowOutcome:
     """Measure `model_name` over `window`, record it (replacing the earlier runs of this window), and launch
     a retraining through `retrainer` when the policy fires (None: never launch; the run then says the trigger
-    was suppressed)."""
+    was suppressed). A window without traffic is measured but not recorded (the outcome's `run_id` is "")."""
     parts = _Parts(store, registry, records, retrainer, memory_budget)
     return _run_window(model_name, window, parts, config or ModelMonitorConfig())
 
@@ -103,7 +115,10 @@ def _run_window(model_name: str, window: Window, parts: _Parts, config: ModelMon
         config=config,
         memory_budget=parts.memory_budget,
     )
-    run_id = parts.records.start_run(model_name, window.id, start_tags(m))
+    if m.status == "empty":
+        log.debug("model %s window %s: no traffic, not recorded", model_name, window.id)
+        return _empty_outcome(model_name, window, m)
+    run_id = parts.records.start_run(model_name, window.id, start_tags(m), name=run_name(model_name, window))
     try:
         retraining = _record(
             model_name, window, m, run_id=run_id, previous=previous, parts=parts, config=config
@@ -142,6 +157,34 @@ def _run_window(model_name: str, window: Window, parts: _Parts, config: ModelMon
     )
 
 
+def _empty_outcome(model_name: str, window: Window, m: Measurement) -> WindowOutcome:
+    from modelloop.monitoring.trigger import Decision
+
+    return WindowOutcome(
+        model=model_name,
+        window=window,
+        run_id="",
+        status=m.status,
+        version=m.rows.version,
+        rows=m.rows.served_rows,
+        summary=None,
+        features={},
+        prediction=None,
+        quality=None,
+        decision=TriggerDecision(Decision.INSUFFICIENT, None, "window is empty (not recorded)"),
+        launch=None,
+    )
+
+
+def empty_before(window: Window, history: Sequence[WindowRecord]) -> int:
+    """Windows of `window`'s length between the model's previous recorded window and this one: they had no
+    traffic (or no monitor ran) and are not recorded. 0 without a previous window."""
+    ends = [r.end for r in history if 0 < r.end <= window.start]
+    if not ends:
+        return 0
+    return max(0, round((window.start - max(ends)) / window.length))
+
+
 def _record(
     model_name: str,
     window: Window,
@@ -154,8 +197,14 @@ def _record(
 ) -> Retraining:
     """Fill the window's run: its metrics and params, the retraining decision, the report."""
     records = parts.records
+    history = [r for r in records.history(model_name) if r.window_id != window.id]
+    skipped = empty_before(window, history)
     params = run_params(model_name, window, m, config)
-    records.log(run_id, metrics=run_metrics(m, window), params=params, timestamp_ms=int(window.end * 1000))
+    metrics = run_metrics(m, window, empty_before=skipped)
+    records.log(run_id, metrics=metrics, params=params, timestamp_ms=int(window.end * 1000))
+    rows = feature_rows(m)
+    if rows:
+        records.log_table(run_id, FEATURES_TABLE_PATH, rows)
     current = WindowRecord(
         window_id=window.id,
         end=window.end,
@@ -165,14 +214,17 @@ def _record(
         share_drifted=m.share_drifted,
         quality_breached=m.quality_breached,
     )
-    history = [r for r in records.history(model_name) if r.window_id != window.id]
-    last = last_firing(parts.registry, model_name) if m.status != "empty" else None
+    last = last_firing(parts.registry, model_name)
     decision = decide(config.retrain, current, history, drift_share=config.drift.drift_share, last=last)
     launcher = Launcher(retrainer=parts.retrainer, registry=parts.registry, tracking_uri=records.tracking_uri)
     retraining = settle(
         model_name, decision, m=m, run_id=run_id, window_end=window.end, previous=previous, launcher=launcher
     )
     records.log(run_id, tags=retraining.tags)
+    records.describe(
+        run_id,
+        run_description(model_name, window, m, retraining.decision, config, empty_before=skipped),
+    )
     plotted = [(r.end, r.share_drifted, r.status) for r in history[:PLOTTED_WINDOWS]]
     report = _report_input(
         model_name, window, m, history=plotted, decision=retraining.decision, config=config
@@ -210,6 +262,9 @@ def _report_input(
         drift_share=config.drift.drift_share,
         decision=str(decision.decision),
         decision_detail=decision.detail,
+        quality_metric=m.quality_metric,
+        no_drift_reason=m.no_drift_reason,
+        large_window_rows=config.drift.large_window_rows,
     )
 
 
@@ -256,4 +311,4 @@ def run_pass(
     return result
 
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "PassResult", "WindowOutcome", "run_pass", "run_window"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "PassResult", "WindowOutcome", "empty_before", "run_pass", "run_window"]

@@ -3,7 +3,9 @@ version that served it (drift), and join the labels that have arrived (quality).
 
 Called by `monitoring.job.run_window`; writes nothing. Memory stays bounded: the window is read column by
 column (`monitoring.window.WindowReader`). A window without traffic measures as `empty`; one with fewer rows
-than the drift rules need (or no feature that could be evaluated) as `insufficient`.
+than the drift rules need (or no feature that could be evaluated) as `insufficient`; one whose version has no
+readable reference profile (a version logged outside modelloop and not yet profiled) as `no_reference`, with
+the reason in `no_drift_reason` (said in one warning per version and process, and in a tag of the run).
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from modelloop.contract.predlog import PredictionLogStore
 from modelloop.monitoring.config import DriftRules, ModelMonitorConfig, RetrainPolicy
 from modelloop.monitoring.drift import DriftSummary, FeatureDrift, feature_drift, summarise
 from modelloop.monitoring.quality import Quality, breached, join_labels, quality
-from modelloop.monitoring.reference import Reference, read_reference
+from modelloop.monitoring.reference import MissingProfileError, Reference, read_reference
 from modelloop.monitoring.window import Window, WindowReader, WindowRows
 
 log = logging.getLogger(__name__)
+
+#: The status of a window whose version has no readable reference profile.
+NO_REFERENCE = "no_reference"
+#: (model, version) pairs whose missing profile this process has already warned about.
+_warned: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,9 @@ class QualityCheck:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Everything measured about one window; `reference` is None for an empty window."""
+    """Everything measured about one window; `reference` is None for an empty window and without a profile."""
 
-    status: str  # "ok" | "insufficient" | "empty"
+    status: str  # "ok" | "insufficient" | "empty" | "no_reference"
     rows: WindowRows
     reference: Reference | None = None
     features: dict[str, FeatureDrift] = field(default_factory=dict)
@@ -57,6 +64,7 @@ class Measurement:
     quality: Quality | None = None
     quality_metric: str | None = None
     quality_breached: bool = False
+    no_drift_reason: str | None = None  # why drift was not measured (status no_reference)
 
     @property
     def share_drifted(self) -> float | None:
@@ -78,7 +86,12 @@ def measure(
     rows = reader.first_pass()
     if rows.total_rows == 0 or rows.version is None:
         return Measurement(status="empty", rows=rows)
-    ref = read_reference(registry, model_name, rows.version)
+    try:
+        ref = read_reference(registry, model_name, rows.version)
+    except MissingProfileError as exc:
+        return Measurement(
+            status=NO_REFERENCE, rows=rows, no_drift_reason=no_drift_reason(model_name, rows, exc)
+        )
     drift = measure_drift(model_name, reader, rows, ref, config.drift)
     check = check_quality(model_name, window, store=store, rows=rows, reference=ref, policy=config.retrain)
     return Measurement(
@@ -92,6 +105,19 @@ def measure(
         quality_metric=check.metric,
         quality_breached=check.breached,
     )
+
+
+def no_drift_reason(model_name: str, rows: WindowRows, exc: Exception) -> str:
+    """Why the window's drift cannot be measured, and what attaches a profile; warned once per version."""
+    version = rows.version or "?"
+    reason = (
+        f"{exc}; drift cannot be measured without one: attach it with "
+        f"`modelloop profile --model {model_name}/{version} --data FILE`"
+    )
+    if (model_name, version) not in _warned:
+        _warned.add((model_name, version))
+        log.warning("model %s version %s: %s", model_name, version, reason)
+    return reason
 
 
 def measure_drift(
@@ -149,4 +175,13 @@ def check_quality(
     return QualityCheck(quality=measured, metric=metric, breached=is_breached)
 
 
-__all__ = ["Drift", "Measurement", "QualityCheck", "check_quality", "measure", "measure_drift"]
+__all__ = [
+    "NO_REFERENCE",
+    "Drift",
+    "Measurement",
+    "QualityCheck",
+    "check_quality",
+    "measure",
+    "measure_drift",
+    "no_drift_reason",
+]

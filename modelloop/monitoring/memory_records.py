@@ -7,10 +7,12 @@ into memory when logged. Safe to call from several threads, though the job calls
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelloop.contract.errors import NotFoundError
 from modelloop.contract.registry import TAG_MONITOR_MODEL, TAG_MONITOR_WINDOW
@@ -35,13 +37,16 @@ class _Run:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)
     deleted: bool = False
+    name: str = ""
+    description: str = ""
 
     def view(self, run_id: str) -> WindowRun:
         return WindowRun(run_id, self.status, dict(self.tags), dict(self.params), dict(self.metrics))
 
 
 class InMemoryMonitoringRecords(MonitoringRecords):
-    """Window runs in a dictionary; `run` and `artifact` read a run and an artifact back (not the port)."""
+    """Window runs in a dictionary; `run`, `artifact` and `named` read a run, an artifact, and a run's name
+    and description back (not the port)."""
 
     def __init__(self, tracking_uri: str = "memory://monitoring") -> None:
         self._tracking_uri = tracking_uri
@@ -60,6 +65,12 @@ class InMemoryMonitoringRecords(MonitoringRecords):
             if run is None:
                 raise NotFoundError(f"run {run_id} does not exist")
             return run.view(run_id)
+
+    def named(self, run_id: str) -> tuple[str, str]:
+        """A run's name and description."""
+        with self._lock:
+            run = self._run(run_id)
+            return run.name, run.description
 
     def artifact(self, run_id: str, path: str) -> bytes:
         """The bytes of one artifact of a run; NotFoundError when it has no such artifact."""
@@ -90,12 +101,24 @@ class InMemoryMonitoringRecords(MonitoringRecords):
             return sorted(self._run(run_id).artifacts)
 
     # --- writes ------------------------------------------------------------------------------------------
-    def start_run(self, model: str, window_id: str, tags: Mapping[str, str]) -> str:
+    def start_run(
+        self, model: str, window_id: str, tags: Mapping[str, str], *, name: str | None = None
+    ) -> str:
         all_tags = run_tags(model, window_id, tags)
         with self._lock:
             run_id = f"run-{next(self._ids)}"
-            self._runs[run_id] = _Run(RUNNING, all_tags)
+            self._runs[run_id] = _Run(RUNNING, all_tags, name=name or f"{model} {window_id}")
         return run_id
+
+    def describe(self, run_id: str, description: str) -> None:
+        with self._lock:
+            self._run(run_id).description = description
+
+    def log_table(self, run_id: str, path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        columns = list(rows[0]) if rows else []
+        data = {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}
+        with self._lock:
+            self._run(run_id).artifacts[path] = json.dumps(data).encode()
 
     def log(
         self,

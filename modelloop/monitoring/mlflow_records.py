@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from modelloop.adapters import mlflow_filters as filters
-from modelloop.adapters.mlflow_errors import classify, error_code, is_not_found
-from modelloop.contract.errors import ModelloopError, UnavailableError, clip, public_uri
+from modelloop.adapters.mlflow_errors import classify, is_not_found
+from modelloop.adapters.mlflow_experiments import ensure_experiment
+from modelloop.contract.errors import ModelloopError, clip, public_uri
 from modelloop.contract.registry import (
     MONITORING_EXPERIMENT,
     TAG_MONITOR_MODEL,
@@ -56,20 +59,10 @@ class MlflowMonitoringRecords(MonitoringRecords):
     def experiment_id(self) -> str:
         """The monitoring experiment's id (created on first use)."""
         if self._experiment_id is None:
-            try:
-                exp = self._client.get_experiment_by_name(MONITORING_EXPERIMENT)
-                self._experiment_id = (
-                    exp.experiment_id
-                    if exp is not None
-                    else self._client.create_experiment(MONITORING_EXPERIMENT)
-                )
+            try:  # a model-training experiment, so the MLflow UI shows its runs (not traces)
+                self._experiment_id = ensure_experiment(self._client, MONITORING_EXPERIMENT)
             except (MlflowException, OSError) as exc:
-                if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-                    raise self._error(exc, f"reading experiment {MONITORING_EXPERIMENT}") from None
-                exp = self._client.get_experiment_by_name(MONITORING_EXPERIMENT)  # created concurrently
-                if exp is None:
-                    raise UnavailableError(f"MLflow experiment {MONITORING_EXPERIMENT} vanished") from None
-                self._experiment_id = exp.experiment_id
+                raise self._error(exc, f"reading experiment {MONITORING_EXPERIMENT}") from None
         return self._experiment_id
 
     def _error(self, exc: Exception, doing: str, *, lookup: bool = False) -> ModelloopError:
@@ -113,11 +106,13 @@ class MlflowMonitoringRecords(MonitoringRecords):
         return sorted(paths)
 
     # --- writes ------------------------------------------------------------------------------------------
-    def start_run(self, model: str, window_id: str, tags: Mapping[str, str]) -> str:
+    def start_run(
+        self, model: str, window_id: str, tags: Mapping[str, str], *, name: str | None = None
+    ) -> str:
         all_tags = run_tags(model, window_id, tags)
         try:
             run = self._client.create_run(
-                self.experiment_id(), tags=all_tags, run_name=f"{model} {window_id}"
+                self.experiment_id(), tags=all_tags, run_name=name or f"{model} {window_id}"
             )
         except (MlflowException, OSError) as exc:
             raise self._error(exc, f"creating a run of model {clip(model)}") from None
@@ -143,6 +138,20 @@ class MlflowMonitoringRecords(MonitoringRecords):
                 )
         except (MlflowException, OSError) as exc:
             raise self._error(exc, f"logging to run {run_id}") from None
+
+    def describe(self, run_id: str, description: str) -> None:
+        try:
+            self._client.set_tag(run_id, MLFLOW_RUN_NOTE, description)
+        except (MlflowException, OSError) as exc:
+            raise self._error(exc, f"describing run {run_id}") from None
+
+    def log_table(self, run_id: str, path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        import pandas as pd
+
+        try:
+            self._client.log_table(run_id, pd.DataFrame(list(rows)), path)
+        except (MlflowException, OSError) as exc:
+            raise self._error(exc, f"logging table {path} to run {run_id}") from None
 
     def log_artifacts(self, run_id: str, folder: Path) -> None:
         try:

@@ -8,7 +8,9 @@ tags of the last firing) is read and written through `modelloop.contract.model_r
 
 The contract:
 - A window's run is created by `start_run` (status RUNNING, tagged with the run kind, the model and the
-  window), filled by `log` and `log_artifacts`, and ended by `finish` (FINISHED, or FAILED).
+  window, named `name` when given), filled by `log`, `log_table` (a table artifact: per-feature statistics),
+  `log_artifacts` and `describe` (the run's markdown description), and ended by `finish` (FINISHED, or
+  FAILED).
 - `window_runs` returns the runs of one (model, window) that are not deleted, in any status; `delete_runs`
   removes runs from `window_runs` and `history` and ignores ids already deleted or unknown (idempotent).
 - `history` returns the model's runs that are not deleted, newest window end first (runs without a window
@@ -29,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelloop.contract.registry import (
     TAG_MONITOR_MODEL,
@@ -43,6 +46,9 @@ from modelloop.monitoring.trigger import WindowRecord
 METRIC_WINDOW_END = "window.end"
 METRIC_WINDOW_ROWS = "window.rows"
 METRIC_SHARE_DRIFTED = "drift.share_drifted"
+#: Windows of the same length before this one, since the model's previous recorded window, that had no
+#: traffic (empty windows are not recorded: they are counted here, on the next window's run).
+METRIC_EMPTY_BEFORE = "window.empty_before"
 #: Param of a window's run: the version that served the window ("" when nothing was served).
 PARAM_MODEL_VERSION = "model_version"
 
@@ -104,8 +110,19 @@ class MonitoringRecords(ABC):
 
     # --- writes ------------------------------------------------------------------------------------------
     @abstractmethod
-    def start_run(self, model: str, window_id: str, tags: Mapping[str, str]) -> str:
-        """A new RUNNING run of (model, window) tagged with `run_tags(model, window_id, tags)`; its id."""
+    def start_run(
+        self, model: str, window_id: str, tags: Mapping[str, str], *, name: str | None = None
+    ) -> str:
+        """A new RUNNING run of (model, window) tagged with `run_tags(model, window_id, tags)` and named
+        `name` (default: the model and the window); its id."""
+
+    @abstractmethod
+    def describe(self, run_id: str, description: str) -> None:
+        """Set the run's description (markdown, shown on the run's page)."""
+
+    @abstractmethod
+    def log_table(self, run_id: str, path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Log `rows` (one mapping per row, the same keys) as a table artifact at `path` (a `.json` file)."""
 
     @abstractmethod
     def log(
@@ -141,6 +158,7 @@ class MonitoringRecords(ABC):
 __all__ = [
     "FAILED",
     "FINISHED",
+    "METRIC_EMPTY_BEFORE",
     "METRIC_SHARE_DRIFTED",
     "METRIC_WINDOW_END",
     "METRIC_WINDOW_ROWS",

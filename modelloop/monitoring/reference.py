@@ -11,12 +11,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from modelloop.contract.errors import NotFoundError
+from modelloop.contract.errors import InvalidInputError, NotFoundError
 from modelloop.contract.model_registry import ModelRegistry, RunInfo
 from modelloop.contract.profile import ReferenceProfile
 from modelloop.contract.registry import PARAM_METRIC, PARAM_TASK, RESOLVED_CONFIG_PATH, TEST_METRIC_PREFIX
 
 log = logging.getLogger(__name__)
+
+
+class MissingProfileError(NotFoundError):
+    """The version is registered but has no readable reference profile (logged outside modelloop and not
+    profiled, registered without a run, or a profile that does not match the schema): drift cannot be
+    measured. The message says which."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,15 @@ class Reference:
 
 
 def read_reference(registry: ModelRegistry, model_name: str, version: str) -> Reference:
-    """The version's training run facts and reference profile; `NotFoundError` when the version, its
-    training run or the profile is missing, `InvalidInputError` when the profile does not match its schema."""
+    """The version's training run facts and reference profile; `NotFoundError` when the version is not
+    registered, `MissingProfileError` when it has no run or no readable profile."""
     run = _training_run(registry, model_name, version)
-    profile = registry.reference_profile(model_name, version)
+    try:
+        profile = registry.reference_profile(model_name, version)
+    except (NotFoundError, InvalidInputError) as exc:
+        raise MissingProfileError(
+            f"model {model_name} version {version} has no reference profile ({exc})"
+        ) from None
     if run.params.get(PARAM_TASK) not in {None, profile.task}:
         log.warning("model %s version %s: training task and profile task differ", model_name, version)
     return Reference(
@@ -64,8 +75,10 @@ def _training_run(registry: ModelRegistry, model_name: str, version: str) -> Run
     except NotFoundError:
         raise NotFoundError(f"model {model_name!r} version {version} is not registered") from None
     if run is None:
-        raise NotFoundError(f"model {model_name!r} version {version} has no training run")
+        raise MissingProfileError(
+            f"model {model_name!r} version {version} was registered without a run (no reference profile)"
+        )
     return run
 
 
-__all__ = ["Reference", "read_reference", "training_config"]
+__all__ = ["MissingProfileError", "Reference", "read_reference", "training_config"]

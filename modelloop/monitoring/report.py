@@ -4,6 +4,11 @@ Called by `monitoring.job`. Writes `report.html` (self-contained: plots inlined 
 (share of drifted features over the model's recent windows, with the rule's threshold) and `drift.json`
 (every statistic, for tools). Plots: reference vs current distribution for each drifted feature (the most
 drifted first, at most `MAX_FEATURE_PLOTS`) and for the prediction, one panel each.
+
+One verdict per feature: the table shows the rule that decided, the statistic it compared, its value and
+threshold, and the verdict they give; PSI (which decides nothing) is left to `drift.json` and the run's
+per-feature table. The quality table always has a row for the watched metric, saying so when the logged
+predictions cannot measure it (e.g. ROC AUC from predicted labels).
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ class ReportInput:
     drift_share: float
     decision: str
     decision_detail: str
+    quality_metric: str | None = None  # the metric the retraining policy watches
+    no_drift_reason: str | None = None  # why drift was not measured (no reference profile)
+    large_window_rows: int = 1000  # the rules' switch from tests to distances
 
 
 def _png(fig: Any) -> bytes:
@@ -66,12 +74,7 @@ def _draw(ax: Any, feature: FeatureDrift) -> None:
         ax.bar([x - 0.2 for x in xs], feature.plot_reference[:30], width=0.4, label="reference")
         ax.bar([x + 0.2 for x in xs], feature.plot_current[:30], width=0.4, label="current")
         ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=7)
-    stat = feature.rule.split(" ", 1)[0]
-    value = feature.stats.get(stat.replace("jensen_shannon", "js"))
-    shown = f": {value:.3g}" if value is not None else ""
-    ax.set_title(
-        f"{feature.name} ({stat}{shown}; {'drifted' if feature.drifted else 'not drifted'})", fontsize=8
-    )
+    ax.set_title(f"{feature.name} ({feature_verdict(feature)})", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6)
 
@@ -112,12 +115,23 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
+def feature_verdict(f: FeatureDrift) -> str:
+    """The feature's one verdict in words: drifted / not drifted (with the comparison that decided it), or
+    why it was not evaluated."""
+    if f.status != "ok" or f.decided_by is None:
+        return f"not evaluated ({f.rule})"
+    value, op = f.deciding_value, f.rule.split(" ")[1] if " " in f.rule else ""
+    held = f"{f.decided_by} {_fmt(value)}"
+    if f.drifted:
+        return f"drifted: {held} {op} {_fmt(f.threshold)}"
+    negated = {">=": "<", "<": ">="}.get(op, "vs")
+    return f"not drifted: {held} {negated} {_fmt(f.threshold)}"
+
+
 def _feature_rows(features: Mapping[str, FeatureDrift]) -> str:
     rows = []
     order = sorted(features.values(), key=lambda f: (not f.drifted, f.status != "ok", f.name))
     for f in order:
-        distance = f.stats.get("wasserstein", f.stats.get("js"))
-        p_value = f.stats.get("ks_pvalue", f.stats.get("chi2_pvalue"))
         rows.append(
             "<tr>"
             + "".join(
@@ -125,13 +139,7 @@ def _feature_rows(features: Mapping[str, FeatureDrift]) -> str:
                 for c in (
                     f.name,
                     f.kind,
-                    f.status,
-                    "yes" if f.drifted else "no",
-                    f.rule,
-                    _fmt(distance),
-                    _fmt(p_value),
-                    _fmt(f.stats.get("psi")),
-                    f.psi_band,
+                    feature_verdict(f),
                     _fmt(f.stats.get("missing_rate_change")),
                     f.count,
                 )
@@ -173,6 +181,8 @@ def _verdict(data: ReportInput) -> str:
     summary = data.summary
     if data.status == "empty":
         return "no traffic in this window"
+    if data.status == "no_reference":
+        return f"drift not measured: {data.no_drift_reason or 'no reference profile'}"
     if data.status == "insufficient" or summary is None or summary.status != "ok":
         return "too few rows to decide"
     return (
@@ -185,10 +195,7 @@ def _verdict(data: ReportInput) -> str:
 
 def _page(data: ReportInput, hist: bytes) -> str:
     """report.html: the verdict, the decision, the plots and the tables."""
-    quality_rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{_fmt(data.training_quality.get(k))}</td></tr>"
-        for k, v in sorted(data.quality.items())
-    )
+    quality_rows = _quality_rows(data)
     e = html.escape
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>modelloop monitoring: {e(data.model)} {e(data.window_id)}</title>
@@ -204,11 +211,29 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}img{{margin:4px}}</
 <h2>Quality ({data.labelled} labelled rows)</h2>
 <table><tr><th>metric</th><th>window</th><th>training</th></tr>{quality_rows}</table>
 <h2>Features</h2>
-<table><tr><th>feature</th><th>kind</th><th>status</th><th>drifted</th><th>rule</th><th>distance</th>
-<th>p-value</th><th>PSI</th><th>PSI band</th><th>missing-rate change</th><th>values</th></tr>
+<p>Each feature's verdict is the rule that decided it: above {e(str(data.large_window_rows))} rows a distance
+(Wasserstein, Jensen-Shannon), below a test's p-value. Every statistic (PSI included, which decides nothing)
+is in the run's <code>drift_features.json</code> table and in <code>drift.json</code>.</p>
+<table><tr><th>feature</th><th>kind</th><th>verdict</th><th>missing-rate change</th><th>values</th></tr>
 {_feature_rows(data.features)}</table>
 </body></html>
 """
+
+
+def _quality_rows(data: ReportInput) -> str:
+    """One row per measured metric, the watched one first and always present."""
+    watched = data.quality_metric
+    names = sorted(data.quality, key=lambda k: (k != watched, k))
+    if watched and watched not in data.quality and data.labelled:
+        names.insert(0, watched)
+    rows = []
+    for k in names:
+        value = data.quality.get(k)
+        shown = _fmt(value) if value is not None else "not measurable from the logged predictions"
+        label = f"{k} (watched)" if k == watched else k
+        training = _fmt(data.training_quality.get(k))
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(shown)}</td><td>{training}</td></tr>")
+    return "".join(rows)
 
 
 def _payload(data: ReportInput) -> dict[str, object]:
@@ -226,15 +251,26 @@ def _payload(data: ReportInput) -> dict[str, object]:
                 "status": f.status,
                 "drifted": f.drifted,
                 "rule": f.rule,
-                "psi_band": f.psi_band,
+                "decided_by": f.decided_by,
+                "threshold": f.threshold,
+                "psi_band": f.psi_band,  # PSI's conventional band: information, not a verdict
                 "stats": f.stats,
             }
             for k, f in data.features.items()
         },
         "prediction": None if data.prediction is None else data.prediction.stats,
         "quality": dict(data.quality),
+        "quality_metric": data.quality_metric,
         "decision": data.decision,
+        "no_drift_reason": data.no_drift_reason,
     }
 
 
-__all__ = ["MAX_FEATURE_PLOTS", "ReportInput", "distributions_plot", "history_plot", "write_report"]
+__all__ = [
+    "MAX_FEATURE_PLOTS",
+    "ReportInput",
+    "distributions_plot",
+    "feature_verdict",
+    "history_plot",
+    "write_report",
+]

@@ -4,9 +4,10 @@ Called by `monitoring.job` after a window's statistics are known. A window count
 and it has at least `min_rows` rows; windows that do not count neither extend nor break a streak, and a
 change of serving version breaks it. The trigger fires when the last `consecutive_windows` counting
 windows all drifted (share of drifted features at least the policy's share), or when the current window's
-quality breaches its floor (or ceiling). The cause names the kind, the version and the first window of the
-streak, so a streak that goes on never fires twice; a new cause waits out the cool-down, measured between
-window ends so re-running old windows decides the same way.
+quality breaches its floor (or ceiling). The cause names the kind, the version and the window that decided
+(the one whose run fires); the streak names the kind, the version and the first window of the streak, so a
+streak that goes on never fires twice; a new streak waits out the cool-down, measured between window ends so
+re-running old windows decides the same way.
 """
 
 from __future__ import annotations
@@ -44,17 +45,19 @@ class WindowRecord:
 
 @dataclass(frozen=True)
 class LastFiring:
-    """The model's last retraining launched by monitoring (from the registered model's tags)."""
+    """The model's last retraining launched by monitoring (from the registered model's tags): its streak
+    (what "the same cause" means) and the end of the window that fired."""
 
-    cause: str
+    streak: str
     window_end: float
 
 
 @dataclass(frozen=True)
 class TriggerDecision:
     decision: Decision
-    cause: str | None
+    cause: str | None  # kind, version and the window deciding: "drift:3:<window id>"
     detail: str
+    streak: str | None = None  # kind, version and the first window of the streak: "drift:3:<window id>"
 
     @property
     def fire(self) -> bool:
@@ -109,9 +112,11 @@ def decide(
     )
     share = policy.drift_share if policy.drift_share is not None else drift_share
     cause: str | None = None
+    streak: str | None = None
     detail = ""
     if current.quality_breached and current.status != "empty":
-        cause = f"quality:{current.version}:{_quality_start(current, earlier)}"
+        cause = f"quality:{current.version}:{current.window_id}"
+        streak = f"quality:{current.version}:{_quality_start(current, earlier)}"
         detail = "quality below its floor"
     elif not _counts(current, policy):
         why = f"window is {current.status}" if current.status != "ok" else f"{current.rows} rows"
@@ -124,18 +129,19 @@ def decide(
                 None,
                 f"{length} of {policy.consecutive_windows} drifted windows in a row",
             )
-        cause = f"drift:{current.version}:{first}"
-        detail = f"{length} drifted windows in a row (share >= {share:g})"
+        cause = f"drift:{current.version}:{current.window_id}"
+        streak = f"drift:{current.version}:{first}"
+        detail = f"{length} drifted windows in a row since {first} (share >= {share:g})"
     else:
         return TriggerDecision(Decision.NOT_PERSISTENT, None, "window not drifted")
-    if last is not None and last.cause == cause:
+    if last is not None and last.streak == streak:
         return TriggerDecision(
-            Decision.ALREADY_FIRED, cause, "a retraining was already launched for this cause"
+            Decision.ALREADY_FIRED, cause, "a retraining was already launched for this streak", streak
         )
     if last is not None and current.end - last.window_end < policy.cooldown_seconds:
         wait = policy.cooldown_seconds - (current.end - last.window_end)
-        return TriggerDecision(Decision.COOLDOWN, cause, f"cool-down: {wait:.0f} s left")
-    return TriggerDecision(Decision.FIRED, cause, detail)
+        return TriggerDecision(Decision.COOLDOWN, cause, f"cool-down: {wait:.0f} s left", streak)
+    return TriggerDecision(Decision.FIRED, cause, detail, streak)
 
 
 __all__ = ["Decision", "LastFiring", "TriggerDecision", "WindowRecord", "decide"]

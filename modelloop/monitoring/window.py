@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,8 +35,6 @@ from modelloop.contract.registry import Route
 
 log = logging.getLogger(__name__)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NOT_FEATURES = {
     TIME_COLUMN,
     REQUEST_ID_COLUMN,
@@ -46,14 +43,6 @@ _NOT_FEATURES = {
     ROUTE_COLUMN,
     "_latency_ms",
 }
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '60s', '15m', '1h' or '2d'; `InvalidInputError` otherwise."""
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise InvalidInputError("duration must be a positive number with an optional unit s, m, h or d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
 
 
 def parse_time(text: str) -> float:
@@ -242,4 +231,4 @@ class WindowReader:
             del column
 
 
-__all__ = ["Window", "WindowReader", "WindowRows", "parse_duration", "parse_time"]
+__all__ = ["Window", "WindowReader", "WindowRows", "parse_time"]

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from modelloop.contract.errors import ConfigError, ModelloopError, UnavailableError
+from modelloop.contract.model_ref import parse_model_ref
 from modelloop.contract.port_file import Ports, write_port_file
 from modelloop.contract.registry import Role
 
@@ -51,21 +52,6 @@ log = logging.getLogger(__name__)
 REGISTRY_RETRY_FIRST = 1.0
 #: ... up to this many seconds between attempts
 REGISTRY_RETRY_MOST = 30.0
-
-
-def parse_model_ref(value: str) -> tuple[str, str]:
-    """`NAME@ALIAS` or `NAME/VERSION` -> (name, alias or version)."""
-    if "@" in value:
-        name, _, ref = value.partition("@")
-    elif "/" in value:
-        name, _, ref = value.rpartition("/")
-        if not ref.isdigit():
-            raise ConfigError(f"model reference {value!r}: the version after '/' must be a number")
-    else:
-        raise ConfigError(f"model reference {value!r}: expected NAME@ALIAS or NAME/VERSION")
-    if not name or not ref:
-        raise ConfigError(f"model reference {value!r}: expected NAME@ALIAS or NAME/VERSION")
-    return name, ref
 
 
 def _tls(settings: ServeSettings) -> TlsConfig | None:
@@ -344,4 +330,4 @@ async def _load_models(host: ModelHost, plan: LoadPlan, settings: ServeSettings)
         delay = min(delay * 2, REGISTRY_RETRY_MOST)
 
 
-__all__ = ["Challenger", "LoadPlan", "Supervised", "load_plan", "parse_model_ref", "run"]
+__all__ = ["Challenger", "LoadPlan", "Supervised", "load_plan", "run"]

@@ -15,6 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelloop.contract.errors import ConfigError
+from modelloop.training.custom_estimator import (
+    ImportPathError,
+    add_code_paths,
+    check_class,
+    class_task,
+    import_function,
+)
 from modelloop.training.estimators import FAMILIES, check_search_space, family_task
 from modelloop.training.metrics import METRICS, metric_direction, metric_task
 
@@ -134,13 +141,135 @@ _UNION_TAGS = {"float", "int", "categorical"}
 
 
 class EstimatorConfig(_Strict):
-    """The estimator family, its fixed parameters and the space the study searches."""
+    """What is tuned: exactly one of a built-in `family`, a scikit-learn-API `class` by import path, or your
+    own training code (`objective: package.module:function`); its fixed parameters, the space the study
+    searches, and how the model is serialised."""
 
-    family: str = Field(description="One of modelloop.training.estimators.FAMILIES.")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    family: str | None = Field(default=None, description="One of modelloop.training.estimators.FAMILIES.")
+    class_: str | None = Field(
+        default=None,
+        alias="class",
+        description="Import path of a class following scikit-learn's estimator API, e.g. "
+        "lightgbm.LGBMClassifier.",
+    )
+    objective: str | None = Field(
+        default=None,
+        description="package.module:function called as function(trial, data) per trial; returns a fitted "
+        "model (modelloop.training.objective).",
+    )
+    task: Literal["classification", "regression"] | None = Field(
+        default=None,
+        description="Needed with objective, and with a class scikit-learn cannot tell the task of.",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed estimator parameters.")
     search_space: dict[str, Distribution] | None = Field(
-        default=None, description="Hyperparameter -> distribution; default: the family's own space."
+        default=None,
+        description="Hyperparameter -> distribution; default: the family's own space (a class needs one; "
+        "{} tunes nothing).",
     )
+    preprocess: Literal["pipeline", "none"] = Field(
+        default="pipeline",
+        description="With class: pipeline (categories one-hot encoded, numbers passed through) or none (the "
+        "bare estimator gets the rows as they are, and is logged with its own MLflow flavour).",
+    )
+    serialization: Literal["skops", "pickle"] = Field(
+        default="skops",
+        description="With class or objective: skops (loads only the types in trusted_types) or pickle (loads "
+        "any code; recorded as the version tag modelloop.serialization).",
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="With class or objective and skops: the types (beyond skops' defaults) loading the "
+        "model may create, each reviewed, e.g. lightgbm.sklearn.LGBMClassifier.",
+    )
+    code_paths: list[Path] = Field(
+        default_factory=list,
+        description="Folders or modules of your code (relative to the config file): put on the import path "
+        "for class and objective, and logged with the model (MLflow code_paths).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EstimatorConfig:
+        given = [k for k in ("family", "class_", "objective") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of family, class or objective")
+        if self.family is not None:
+            for name, default in (
+                ("preprocess", "pipeline"),
+                ("serialization", "skops"),
+                ("trusted_types", []),
+                ("code_paths", []),
+            ):
+                if getattr(self, name) != default:
+                    raise _FieldError(name, "is only used with class or objective")
+        if self.objective is not None:
+            if self.task is None:
+                raise _FieldError("task", "objective needs task: classification or regression")
+            for name in ("params", "search_space"):
+                if getattr(self, name):
+                    raise _FieldError(name, "is not used with objective (the function suggests its own)")
+            if self.preprocess != "pipeline":
+                raise _FieldError("preprocess", "is not used with objective (the function builds the model)")
+        if self.serialization == "pickle" and self.trusted_types:
+            raise _FieldError("trusted_types", "is only used with serialization skops")
+        return self
+
+    @property
+    def kind(self) -> Literal["family", "class", "objective"]:
+        return "family" if self.family is not None else "class" if self.class_ is not None else "objective"
+
+    @property
+    def label(self) -> str:
+        """What is tuned, as logged: the family, the class's import path or the objective's."""
+        return self.family or self.class_ or self.objective or ""
+
+
+class DistillConfig(_Strict):
+    """A lighter student trained on the registered teacher's soft labels (`training.distill`)."""
+
+    student: EstimatorConfig = Field(
+        description="The student: a family or a class with fixed params (no search, no objective)."
+    )
+    on: Literal["train", "train+unlabelled"] = Field(
+        default="train",
+        description="Rows the teacher labels for the student: the training rows, or those and `unlabelled`.",
+    )
+    unlabelled: DatasetConfig | None = Field(
+        default=None, description="Rows without (or with an ignored) target, used with on: train+unlabelled."
+    )
+    temperature: float = Field(
+        default=1.0, gt=0, description="Softens the teacher's class probabilities (classification)."
+    )
+    max_quality_gap: float = Field(
+        default=0.01,
+        ge=0,
+        description="The student passes its gate trailing the teacher by at most this on the test rows.",
+    )
+    model_name: str | None = Field(
+        default=None, description="Registered model name of the student (default: <model_name>-student)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean true
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _rows(self) -> DistillConfig:
+        if self.on == "train+unlabelled" and self.unlabelled is None:
+            raise _FieldError("unlabelled", "on: train+unlabelled needs unlabelled (a dataset)")
+        if self.on == "train" and self.unlabelled is not None:
+            raise _FieldError("unlabelled", "is only used with on: train+unlabelled")
+        if self.student.objective is not None:
+            raise _FieldError("student.objective", "a student is a family or a class")
+        if self.student.search_space:
+            raise _FieldError("student.search_space", "a student is not tuned; give fixed params")
+        return self
 
 
 class MetricConfig(_Strict):
@@ -232,6 +361,9 @@ class TrainingConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     seed: int = Field(default=0, description="Seeds the split, the sampler and the estimators.")
+    distill: DistillConfig | None = Field(
+        default=None, description="Also train a lighter student on the registered model's soft labels."
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -245,12 +377,17 @@ class TrainingConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
-        if self.estimator.family not in FAMILIES:
-            raise _FieldError(
-                "estimator.family",
-                f"unknown estimator {self.estimator.family!r}; choose one of {', '.join(sorted(FAMILIES))}",
-            )
-        task = family_task(self.estimator.family)
+        if self.estimator.class_ is not None and self.estimator.search_space is None:
+            raise _FieldError("estimator.search_space", "a class needs a search_space ({} tunes nothing)")
+        task = _estimator_task(self.estimator, "estimator")
+        if self.distill is not None:
+            student = _estimator_task(self.distill.student, "distill.student")
+            if student != task:
+                raise _FieldError(
+                    "distill.student", f"the model is a {task} estimator, the student a {student}"
+                )
+            if self.distill.model_name == self.model_name:
+                raise _FieldError("distill.model_name", "must differ from model_name")
         if self.metric.name not in METRICS:
             raise _FieldError(
                 "metric.name", f"unknown metric {self.metric.name!r}; choose one of {', '.join(METRICS)}"
@@ -259,7 +396,7 @@ class TrainingConfig(_Strict):
             raise _FieldError(
                 "metric.name",
                 f"{self.metric.name} is a {metric_task(self.metric.name)} metric, "
-                f"but {self.estimator.family} is a {task} estimator",
+                f"but {self.estimator.label} is a {task} estimator",
             )
         natural = metric_direction(self.metric.name)
         if self.metric.direction is not None and self.metric.direction != natural:
@@ -268,16 +405,16 @@ class TrainingConfig(_Strict):
             )
         if self.split.kind == "stratified" and task != "classification":
             raise _FieldError("split.kind", "a stratified split needs a classification estimator")
-        problem = check_search_space(
-            self.estimator.family, self.estimator.params, self.estimator.search_space
-        )
-        if problem is not None:
-            raise _FieldError(f"estimator.{problem[0]}", problem[1])
         return self
 
     @property
     def task(self) -> Literal["classification", "regression"]:
-        return family_task(self.estimator.family)
+        est = self.estimator
+        if est.family is not None:
+            return family_task(est.family)
+        found = est.task or (class_task(est.class_) if est.class_ is not None else None)
+        assert found is not None  # validated
+        return found
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
@@ -290,6 +427,43 @@ class TrainingConfig(_Strict):
     @property
     def experiment_name(self) -> str:
         return self.experiment or self.model_name
+
+
+def _estimator_task(est: EstimatorConfig, at: str) -> Literal["classification", "regression"]:
+    """Check an estimator (family, class or objective) at config path `at`; return its task."""
+    add_code_paths(est.code_paths)
+    if est.family is not None:
+        if est.family not in FAMILIES:
+            raise _FieldError(
+                f"{at}.family",
+                f"unknown estimator {est.family!r}; choose one of {', '.join(sorted(FAMILIES))}",
+            )
+        if est.task is not None and est.task != family_task(est.family):
+            raise _FieldError(f"{at}.task", f"{est.family} is a {family_task(est.family)} estimator")
+        problem = check_search_space(est.family, est.params, est.search_space)
+        if problem is not None:
+            raise _FieldError(f"{at}.{problem[0]}", problem[1])
+        return family_task(est.family)
+    if est.objective is not None:
+        try:
+            import_function(est.objective)
+        except ImportPathError as exc:
+            raise _FieldError(f"{at}.objective", str(exc)) from None
+        assert est.task is not None  # EstimatorConfig requires it
+        return est.task
+    assert est.class_ is not None
+    try:
+        problem = check_class(est.class_, est.params, est.search_space)
+    except ImportPathError as exc:
+        raise _FieldError(f"{at}.class", str(exc)) from None
+    if problem is not None:
+        raise _FieldError(f"{at}.{problem[0]}", problem[1])
+    found = class_task(est.class_)
+    if est.task is None and found is None:
+        raise _FieldError(f"{at}.task", f"{est.class_} is neither a classifier nor a regressor; give task")
+    if est.task is not None and found is not None and est.task != found:
+        raise _FieldError(f"{at}.task", f"{est.class_} is a {found} estimator")
+    return est.task or found  # type: ignore[return-value]
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[list[str], Any]]:
@@ -360,7 +534,7 @@ def validate_config(data: Any, *, source: str = "config") -> TrainingConfig:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainingConfig:
     """Read a training config YAML file, apply `--set key.path=value` overrides, and validate it.
 
-    Relative dataset paths are resolved against the config file's folder."""
+    Relative dataset and code paths are resolved against the config file's folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -380,6 +554,16 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
         # a path written in the file is relative to the file; one given with --set, to the working folder
         dataset["path"] = str((path.parent / dataset["path"]).resolve())
+    distill = data.get("distill")
+    unlabelled = distill.get("unlabelled") if isinstance(distill, dict) else None
+    if isinstance(unlabelled, dict) and isinstance(unlabelled.get("path"), str):
+        unlabelled["path"] = str((path.parent / unlabelled["path"]).resolve())
+    estimator = data.get("estimator")
+    if isinstance(estimator, dict) and isinstance(estimator.get("code_paths"), list):
+        # so are the code paths written in it
+        estimator["code_paths"] = [
+            str((path.parent / p).resolve()) if isinstance(p, str) else p for p in estimator["code_paths"]
+        ]
     data = apply_overrides(data, overrides)
     config = validate_config(data, source=str(path))
     if config.dataset.path is not None and not config.dataset.path.is_absolute():
@@ -391,12 +575,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def dump_config(config: TrainingConfig) -> str:
     """The resolved config as YAML (what the training run records)."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True, by_alias=True), sort_keys=False)
 
 
 __all__ = [
     "BaselineConfig",
     "DatasetConfig",
+    "DistillConfig",
     "EstimatorConfig",
     "MetricConfig",
     "PromotionConfig",

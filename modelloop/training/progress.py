@@ -3,13 +3,16 @@
 `TrainingProgress` is what a training tells whoever watches it; the training run calls it and prints nothing
 itself. `StreamProgress` writes it to a stream the caller chooses (`modelloop train` passes stderr);
 `TuningProgress` is the Optuna callback behind its trial lines; `summary_table` formats the outcome of a
-training for people (the CLI prints the machine-readable result on stdout separately).
+training for people (the CLI prints the machine-readable result on stdout separately). While a
+`TrainingProgress` reports the trials, `quiet_optuna` keeps Optuna's own `[I ...] Trial N finished` lines out
+(one line per trial, not two).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Protocol, TextIO
 
 import optuna
@@ -70,6 +73,18 @@ class StreamProgress:
         print(summary, file=self._stream, flush=True)
 
 
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna logs warnings and errors only inside the block (its per-trial INFO lines are what the progress
+    reports); its previous verbosity is restored afterwards."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -121,4 +136,4 @@ def summary_table(
     return "\n".join(lines)
 
 
-__all__ = ["StreamProgress", "TrainingProgress", "TuningProgress", "summary_table"]
+__all__ = ["StreamProgress", "TrainingProgress", "TuningProgress", "quiet_optuna", "summary_table"]

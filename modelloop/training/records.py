@@ -5,8 +5,8 @@ parent run (one per training; workers sharing a study nest their trials under th
 study); `log_start` records the params, tags and resolved config when the run is created; `log_outcome`
 records, inside the active parent run (MLflow's fluent API: `training.run` scopes the tracking URI for it),
 the best params, the model's and the baseline's test metrics side by side, the dataset lineage, the plots, the
-model (skops, reviewed trusted types, signature and input example) and the reference profile at
-`REFERENCE_PROFILE_PATH`.
+model (`training.model_logging`: the flavour made for it, skops with reviewed trusted types, signature and
+input example) and the reference profile at `REFERENCE_PROFILE_PATH`.
 """
 
 from __future__ import annotations
@@ -29,34 +29,34 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
+from modelloop.adapters.mlflow_experiments import ensure_experiment
 from modelloop.contract.errors import InvalidInputError, UnavailableError, public_uri
-from modelloop.contract.profile import build_profile
+from modelloop.contract.profile import build_profile, profile_summary
 from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
-    MODEL_ARTIFACT_PATH,
     PARAM_DIRECTION,
     PARAM_METRIC,
     PARAM_TARGET,
     PARAM_TASK,
+    PRODUCTION_METRIC_PREFIX,
     REFERENCE_PROFILE_PATH,
+    REFERENCE_PROFILE_SUMMARY_PATH,
     RESOLVED_CONFIG_PATH,
     TAG_CONFIG_PATH,
     TAG_RUN_KIND,
     TAG_TRIGGERED_BY,
     TEST_METRIC_PREFIX,
 )
-from modelloop.training import plots
+from modelloop.training import model_logging, plots
 from modelloop.training.config import TrainingConfig, dump_config
 from modelloop.training.datasets import LoadedDataset
-from modelloop.training.estimators import trusted_types
 from modelloop.training.gate import Production
+from modelloop.training.serialization import version_tags
 from modelloop.training.splits import Split
 from modelloop.training.study import PARENT_RUN_ATTR, parent_run_of, safe_url
 
 log = logging.getLogger(__name__)
 
-#: Metrics of the production version on this training's test set (beside model and baseline).
-PRODUCTION_METRIC_PREFIX = "production.test."
 HISTORY_PLOT_PATH = "plots/optimization_history.png"
 IMPORTANCE_PLOT_PATH = "plots/param_importances.png"
 #: The model's, the baseline's and production's test metrics side by side (an MLflow table artifact).
@@ -97,17 +97,10 @@ def existing_experiment(client: MlflowClient, name: str) -> str | None:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it on first use (safe when workers race)."""
-    found = existing_experiment(client, name)
-    if found is not None:
-        return found
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:
-        again = client.get_experiment_by_name(name)
-        if again is None:
-            raise
-        return str(again.experiment_id)
+    """The experiment's id, creating it on first use (safe when workers race), marked as a model-training
+    experiment (`adapters.mlflow_experiments`)."""
+    existing_experiment(client, name)  # a deleted one is refused
+    return ensure_experiment(client, name)
 
 
 def git_commit(where: Path) -> str | None:
@@ -162,7 +155,7 @@ def log_start(
         PARAM_DIRECTION: config.direction,
         PARAM_TASK: config.task,
         PARAM_TARGET: config.target,
-        "estimator": config.estimator.family,
+        "estimator": config.estimator.label,
         "baseline": baseline,
         "split.kind": config.split.kind,
         "split.test_size": str(config.split.test_size),
@@ -276,28 +269,17 @@ def log_outcome(
     predictions = pd.Series(outcome.model.predict(data.x_test))
     profile = build_profile(data.x_test, predictions, task=config.task)
     mlflow.log_text(profile.model_dump_json(), REFERENCE_PROFILE_PATH)
+    mlflow.log_text(profile_summary(profile), REFERENCE_PROFILE_SUMMARY_PATH)
     with warnings.catch_warnings():
         # MLflow's hint about integer columns (the pipelines impute missing values, so they may go missing)
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         signature = infer_signature(data.x_test, predictions.to_numpy())
-        return mlflow.sklearn.log_model(
-            outcome.model,
-            name=MODEL_ARTIFACT_PATH,
-            signature=signature,
-            input_example=data.x_test.head(3),
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(config.estimator.family),
-            pip_requirements=model_requirements(),
+        # the flavour made for the model; skops with the reviewed trusted types unless the config says pickle
+        mlflow.set_tags(version_tags(config, outcome.model))
+        return model_logging.log_model(
+            config, outcome.model, signature=signature, input_example=data.x_test.head(3)
         )
-
-
-def model_requirements() -> list[str]:
-    """What loading a logged pipeline needs, pinned to this environment. Given explicitly because MLflow's
-    inference (loading the model in a subprocess) takes seconds."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas")]
 
 
 def _now_ms() -> int:

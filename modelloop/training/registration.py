@@ -3,7 +3,9 @@
 Called by `training.run` at the very end, after everything else has been recorded. The version is created with
 its gate tags in one call; if anything after that fails (waiting for it to be ready, setting the alias), the
 version is deleted again (and the registered model, if this call created it), so no half-registered version is
-left behind.
+left behind. Registering is idempotent per training: a version already made from the same parent run (its
+`run_id`, tagged `modelloop.training_run_id`) is returned instead of a second one (`existing_version`), so a
+finishing step started again after it registered (a retried pod) registers nothing more.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from modelloop.adapters import mlflow_errors
 from modelloop.contract.errors import ConfigError, UnavailableError
-from modelloop.contract.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS
+from modelloop.contract.registry import CHALLENGER_ALIAS, PRODUCTION_ALIAS, TAG_TRAINING_RUN
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,19 @@ def _exists(client: MlflowClient, name: str) -> bool:
         raise
 
 
+def existing_version(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The version of `name` the training with parent run `run_id` registered (the lowest, should there be
+    several), or None. Versions whose registration failed do not count."""
+    found = [
+        int(mv.version)
+        for mv in client.search_model_versions(f"run_id = '{run_id}'")
+        if mv.name == name
+        and (mv.tags or {}).get(TAG_TRAINING_RUN) == run_id
+        and mv.status != "FAILED_REGISTRATION"
+    ]
+    return str(min(found)) if found else None
+
+
 def register(
     client: MlflowClient,
     name: str,
@@ -52,8 +67,17 @@ def register(
     alias: str | None,
     ready_timeout: float = 300.0,
 ) -> str:
-    """Create the version (with tags), wait until it is ready, set `alias`; undo everything on failure."""
+    """Create the version (with tags), wait until it is ready, set `alias`; undo everything on failure. When
+    the training of `run_id` already registered a version of `name`, that version is returned and nothing is
+    created."""
     existed = _exists(client, name)
+    if existed:
+        found = existing_version(client, name, run_id)
+        if found is not None:
+            log.info(
+                "%s version %s was registered from run %s already; not registering again", name, found, run_id
+            )
+            return found
     if not existed:
         try:
             client.create_registered_model(name)
@@ -101,4 +125,4 @@ def _undo(client: MlflowClient, name: str, version: str | None, *, delete_model:
         log.exception("could not undo the registration of %s version %s", name, version)
 
 
-__all__ = ["choose_alias", "register"]
+__all__ = ["choose_alias", "existing_version", "register"]

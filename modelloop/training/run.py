@@ -7,8 +7,9 @@ gate's verdict, and removed again if registration does not complete. A failure a
 marks that run FAILED. With `tune_only=True` the process only adds trials to a shared study (a worker),
 leaving refit, recording and registration to the process that runs the training without it. With
 `study.workers` > 1 this process coordinates that many local tune-only workers (`training.workers`) and
-finishes once they exit; with `finish_if_first` (a pod of the tuning Job) the first worker to see the study
-full claims the finishing step. A full study whose finishing step registered a version is not trained again.
+finishes once they exit; with `finish_if_first` (a pod of the tuning Job) a worker that sees the study full
+takes the study's finishing lock and finishes unless the training's version exists (`_claim_finish`). A full
+study whose finishing step registered a version is not trained again, nor registered twice.
 
 MLflow is reached through clients built from `tracking_uri`; the process-wide tracking URI is set only while
 the outcome is logged on the parent run (MLflow's fluent logging, `mlflow.sklearn.log_model` among it, reads
@@ -22,8 +23,8 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +37,20 @@ from sklearn.pipeline import Pipeline
 from modelloop.adapters import mlflow_errors
 from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.contract.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
-from modelloop.contract.registry import (
-    TAG_GATE,
-    TAG_GATE_MARGIN,
-    TAG_GATE_REASONS,
-    TAG_TRAINING_RUN,
-    TAG_TRIGGERED_BY,
-)
-from modelloop.training import budget, records, workers
+from modelloop.contract.registry import TAG_TRIGGERED_BY
+from modelloop.training import budget, records, version_record, workers
 from modelloop.training.baselines import describe as describe_baseline
 from modelloop.training.baselines import fit_baseline
 from modelloop.training.config import TrainingConfig
 from modelloop.training.datasets import LoadedDataset, Prepared, load_dataset, prepare
-from modelloop.training.estimators import build_pipeline
+from modelloop.training.distill import Distilled, distil
+from modelloop.training.fitting import fit_final
 from modelloop.training.gate import GateResult, decide, score_production
+from modelloop.training.interrupts import run_status_for, sigterm_interrupts
 from modelloop.training.metrics import evaluate
-from modelloop.training.progress import TrainingProgress, summary_table
-from modelloop.training.registration import choose_alias, register
+from modelloop.training.progress import TrainingProgress, quiet_optuna, summary_table
+from modelloop.training.registration import choose_alias, existing_version, register
+from modelloop.training.serialization import version_tags
 from modelloop.training.splits import Split, split
 from modelloop.training.study import (
     FINISH_ATTR,
@@ -84,6 +82,7 @@ class TrainingResult:
     gate_reasons: list[str] = field(default_factory=list)
     trials_run: int = 0
     experiment_id: str | None = None  # the MLflow experiment of the parent run
+    student: Distilled | None = None  # with `distill`: the student registered beside the version
 
 
 @dataclass(frozen=True)
@@ -132,13 +131,14 @@ def run_training(
     `progress` hears of every trial and of the outcome (None: nobody does). With `study.workers` > 1 (not
     as a tune-only worker) the trials run in that many worker processes (`training.workers`) and this process
     finishes. With `finish_if_first`, a tune-only worker (a pod of the tuning Job) that sees the study full
-    claims the finishing step; only the first claimant (or a restart of it) finishes."""
+    finishes under the study's finishing lock, or finds the version its holder registered (`_claim_finish`).
+    """
     if (tune_only or finish_if_first) and config.study.storage is None:
         raise ConfigError(
             "study.storage: a tune-only worker needs a shared storage (journal:///, sqlite:/// or "
             "postgresql://); the trials of an in-memory study would be lost when it exits"
         )
-    with _worker_storage(config, tune_only=tune_only or finish_if_first) as resolved:
+    with sigterm_interrupts(), _worker_storage(config, tune_only=tune_only or finish_if_first) as resolved:
         return _run(
             resolved,
             tracking_uri=tracking_uri,
@@ -177,6 +177,7 @@ def _run(
     parent = _open_parent(client, config)
     if parent.registered is not None:
         return _already_registered(config, parent)
+    finishing = ExitStack()  # holds the study's finishing lock from the claim to the end
     try:
         if parent.created:
             _log_start(client, parent.run_id, config, inputs, config_source=config_source)
@@ -186,24 +187,54 @@ def _run(
         ran, unlogged = _tune(
             config, parent, inputs.data, tracking_uri=tracking_uri, progress=progress, coordinate=coordinate
         )
-        if tune_only or (finish_if_first and not _claim_finish(config, parent.study)):
+        if tune_only or (finish_if_first and not _study_full(config, parent.study)):
             log.info("tuned %d trials of study %s as a worker", ran, parent.study.study_name)
             return _worker_result(config, parent, ran)
+        registered = _claim_finish(client, config, parent, finishing)
+        if registered is not None:
+            return _already_registered(config, replace(parent, registered=registered))
         evaluated = _evaluate(config, parent.study, inputs, tracking_uri=tracking_uri, unlogged=unlogged)
+        registry = MlflowModelRegistry(tracking_uri)
+        retrain = version_record.retrain_tags(registry, triggered_by)
         version = _record_and_register(
-            client, config, parent, inputs, evaluated, tracking_uri=tracking_uri, triggered_by=triggered_by
+            client,
+            config,
+            parent,
+            inputs,
+            evaluated,
+            tracking_uri=tracking_uri,
+            triggered_by=triggered_by,
+            retrain=retrain,
         )
-        parent.study.set_user_attr(REGISTERED_ATTR, version)
+        version_record.describe(
+            registry,
+            model=config.model_name,
+            version=version,
+            run_id=parent.run_id,
+            gate=evaluated.gate,
+            alias=evaluated.alias,
+            retrain=retrain,
+        )
         result = _result(config, parent, evaluated, version=version, ran=ran)
+        if config.distill is not None:  # a lighter student on the registered teacher's soft labels
+            outcome = evaluated.outcome
+            student = distil(
+                client, config, teacher=outcome.model, teacher_version=version,
+                teacher_metrics=outcome.model_metrics, data=inputs.data, parent_run_id=parent.run_id,
+                experiment_id=parent.experiment, tracking_uri=tracking_uri,
+            )  # fmt: skip
+            result = replace(result, student=student)
         if progress is not None:
             progress.finished(_summary(config, ran=ran, evaluated=evaluated, result=result))
         return result
     except MlflowException as exc:
         _mark_failed(client, parent.run_id)
         raise _as_modelloop_error(exc, "recording the training") from None
-    except BaseException:
-        _mark_failed(client, parent.run_id)
+    except BaseException as exc:  # interrupted (SIGTERM, Ctrl-C): KILLED, never left RUNNING
+        _mark_failed(client, parent.run_id, status=run_status_for(exc))
         raise
+    finally:
+        finishing.close()
 
 
 def _worker_result(config: TrainingConfig, parent: _Parent, ran: int) -> TrainingResult:
@@ -213,7 +244,8 @@ def _worker_result(config: TrainingConfig, parent: _Parent, ran: int) -> Trainin
 
 
 def _already_registered(config: TrainingConfig, parent: _Parent) -> TrainingResult:
-    """A re-run of a training whose study is full and registered: nothing to do, nothing registered."""
+    """A training that registered its version before (a re-run, a retried pod, another pod of the tuning
+    Job): nothing to do, nothing registered."""
     log.info(
         "study %s is complete and registered %s version %s; nothing to do",
         parent.study.study_name,
@@ -230,24 +262,38 @@ def _already_registered(config: TrainingConfig, parent: _Parent) -> TrainingResu
     )
 
 
-def _claim_finish(config: TrainingConfig, study: optuna.Study) -> bool:
-    """Whether this worker runs the finishing step: the study is full and no other worker claimed it. A
-    claim is `study.finisher_id()` (an Indexed Job's pod keeps its host name and index across restarts, so a
-    restarted claimant finishes what it began)."""
-    me = finisher_id()
-    lock = budget.ClaimLock(config.study.storage, study.study_name)
-    try:
-        with lock.held():
-            n_trials = config.study.n_trials
-            if n_trials is not None and budget.counts(study)[0] < n_trials:
-                return False
-            owner = study.user_attrs.get(FINISH_ATTR)
-            if owner is not None and owner != me:
-                return False
-            study.set_user_attr(FINISH_ATTR, me)
-        return True
-    finally:
-        lock.close()
+def _study_full(config: TrainingConfig, study: optuna.Study) -> bool:
+    """Whether the study holds its `n_trials` finished trials (a time-limited study always is)."""
+    n_trials = config.study.n_trials
+    return n_trials is None or budget.counts(study)[0] >= n_trials
+
+
+def _claim_finish(
+    client: MlflowClient, config: TrainingConfig, parent: _Parent, finishing: ExitStack
+) -> str | None:
+    """Take the study's finishing lock, held by `finishing` until the training ends, then return the version
+    this training (its parent run) registered before, if any; None: this process finishes.
+
+    The lock is a PostgreSQL advisory lock (pods of the tuning Job) or a file lock (local workers), so the
+    database or the operating system releases it when its holder dies, however it dies, and the next waiting
+    or retried worker takes over. Whoever holds it finishes; every other worker that sees the study full waits
+    for it, then finds the version (`registration.existing_version`) and registers nothing: the other indexes
+    of a tuning Job, two pods of one index (Kubernetes may run both at once), a pod retried after registering.
+    (A claim by host name and index let two pods of one index both finish: two versions.)"""
+    lock = budget.ClaimLock(config.study.storage, f"{parent.study.study_name}/finish")
+    finishing.callback(lock.close)
+    log.info("finishing study %s, or waiting for the worker finishing it", parent.study.study_name)
+    finishing.enter_context(lock.held())
+    registered = existing_version(client, config.model_name, parent.run_id)
+    if registered is None:
+        parent.study.set_user_attr(FINISH_ATTR, finisher_id())  # who finished, for the record
+        return None
+    # a finisher that died after registering left the study unmarked and the run open: complete both
+    if parent.study.user_attrs.get(REGISTERED_ATTR) != registered:
+        parent.study.set_user_attr(REGISTERED_ATTR, registered)
+    if client.get_run(parent.run_id).info.status != "FINISHED":
+        client.set_terminated(parent.run_id, "FINISHED")
+    return registered
 
 
 def _inputs(config: TrainingConfig) -> _Inputs:
@@ -354,7 +400,8 @@ def _tune(
             )
             ran = len(parent.study.get_trials(deepcopy=False)) - before
         else:
-            ran = tune(parent.study, Objective(config, data), config, callbacks)
+            with quiet_optuna() if progress is not None else nullcontext():
+                ran = tune(parent.study, Objective(config, data), config, callbacks)
     finally:
         stats = recorder.close()
     if stats.failed:
@@ -370,9 +417,7 @@ def _evaluate(
     """Refit the best trial's pipeline, score it, the baseline and production on the test set, and gate it."""
     data = inputs.data
     best = best_trial(study)
-    est = config.estimator
-    model = build_pipeline(est.family, {**est.params, **best.params}, columns=data.fit_x, seed=config.seed)
-    model.fit(data.fit_x, data.fit_y)
+    model = fit_final(config, best.params, data)  # a family, a class or the objective's own model
     metric = config.metric.name
     model_metrics = evaluate(model, data.x_test, data.y_test, config.task, required=metric)
     baseline_metrics = evaluate(inputs.baseline, data.x_test, data.y_test, config.task, required=metric)
@@ -431,8 +476,10 @@ def _record_and_register(
     *,
     tracking_uri: str,
     triggered_by: str | None,
+    retrain: dict[str, str],
 ) -> str:
-    """Log the outcome on the parent run, then register the version with the gate's verdict."""
+    """Log the outcome on the parent run, then register the version with the gate's verdict (and, for a
+    retraining, the retraining tags: `training.version_record`)."""
     run_id = parent.run_id
     with _fluent_tracking_uri(tracking_uri):
         # the fluent API keeps a process-wide active experiment: point it at this run's so a caller's
@@ -449,15 +496,23 @@ def _record_and_register(
                 data=inputs.data,
                 triggered_by=triggered_by,
             )
-            return register(
+            version = register(
                 client,
                 config.model_name,
                 model_uri=info.model_uri,
                 model_id=getattr(info, "model_id", None),
                 run_id=run_id,
-                tags=_gate_tags(evaluated.gate, run_id),
+                tags={
+                    **version_record.registration_tags(evaluated.gate, run_id, retrain=retrain),
+                    **version_tags(config, evaluated.outcome.model),
+                },
                 alias=evaluated.alias,
             )
+            # marked before the run ends: a worker starting now sees the run open (and waits for the
+            # finishing lock, then finds the version) or the study registered, never a finished run to
+            # replace with a new one that would register again
+            parent.study.set_user_attr(REGISTERED_ATTR, version)
+            return version
 
 
 def _result(
@@ -475,15 +530,6 @@ def _result(
         trials_run=ran,
         experiment_id=parent.experiment,
     )
-
-
-def _gate_tags(gate: GateResult, run_id: str) -> dict[str, str]:
-    return {
-        TAG_GATE: "passed" if gate.passed else "failed",
-        TAG_GATE_REASONS: "; ".join(gate.reasons),
-        TAG_GATE_MARGIN: f"{gate.margin:.6g}",
-        TAG_TRAINING_RUN: run_id,
-    }
 
 
 def _summary(config: TrainingConfig, *, ran: int, evaluated: _Evaluated, result: TrainingResult) -> str:
@@ -509,10 +555,10 @@ def _summary(config: TrainingConfig, *, ran: int, evaluated: _Evaluated, result:
     )
 
 
-def _mark_failed(client: MlflowClient, run_id: str) -> None:
+def _mark_failed(client: MlflowClient, run_id: str, *, status: str = "FAILED") -> None:
     try:
         if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "FAILED")
+            client.set_terminated(run_id, status)
     except Exception:  # the original error matters more than this one
         log.warning("could not mark training run %s as failed", run_id)
 

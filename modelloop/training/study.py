@@ -5,7 +5,8 @@ one machine), or in a SQL storage (SQLite, or PostgreSQL shared by worker pods):
 trials until the study holds exactly `n_trials` finished ones (`training.budget`), so workers tune one study
 together. The study is resumable: running the same config again continues it.
 
-Trials fit on the training rows and are scored on the validation rows. Families with an incremental
+Trials fit on the training rows and are scored on the validation rows (a family, a class by import path, or
+the model your objective function returns: `training.fitting`). Families with an incremental
 parameter grow
 it in stages (warm start) and report the validation score after each stage, so the median pruner stops poor
 trials
@@ -34,7 +35,8 @@ import sqlalchemy as sa
 from modelloop.contract.errors import ConfigError, InvalidInputError, UnavailableError
 from modelloop.training import budget
 from modelloop.training.config import TrainingConfig
-from modelloop.training.estimators import FAMILIES, build_pipeline, search_space
+from modelloop.training.estimators import FAMILIES, search_space
+from modelloop.training.fitting import build_model, objective_trial
 from modelloop.training.metrics import score
 from modelloop.training.splits import Split
 from modelloop.training.trial_runs import ERROR_ATTR, WORKER_ATTR
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 #: Study user attribute: the version the finishing step registered (a re-run registers nothing more).
 REGISTERED_ATTR = "modelloop_registered_version"
-#: Study user attribute: the worker (host name) that claimed the finishing step of a tuning Job.
+#: Study user attribute: the worker (host name) that last ran the finishing step of a tuning Job, for
+#: people reading the study; who finishes is decided by the per-study finishing lock, not by this.
 FINISH_ATTR = "modelloop_finishing_worker"
 #: Stages an incremental family is grown in (each reports an intermediate score).
 STAGES = 4
@@ -184,11 +187,14 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_id())
         est = self.config.estimator
-        params = {
-            **est.params,
-            **_suggest(trial, search_space(est.family, est.search_space, fixed=est.params)),
-        }
         try:
+            if est.objective is not None:
+                model = objective_trial(self.config, trial, self.data)
+                return score(model, self.data.x_val, self.data.y_val, self.config.metric.name)
+            params = {
+                **est.params,
+                **_suggest(trial, search_space(est.family or "", est.search_space, fixed=est.params)),
+            }
             return self._fit_and_score(trial, params)
         except _TRIAL_ERRORS as exc:
             trial.set_user_attr(
@@ -198,16 +204,17 @@ class Objective:
 
     def _fit_and_score(self, trial: optuna.Trial, params: dict[str, Any]) -> float:
         cfg, d = self.config, self.data
-        family = FAMILIES[cfg.estimator.family]
-        pipe = build_pipeline(cfg.estimator.family, params, columns=d.x_train, seed=cfg.seed)
-        stages = self._stages(pipe, family.incremental_param)
+        family = FAMILIES.get(cfg.estimator.family or "")
+        incremental = family.incremental_param if family is not None else None
+        pipe = build_model(cfg, params, columns=d.x_train)
+        stages = self._stages(pipe, incremental)
         if not stages:
             pipe.fit(d.x_train, d.y_train)
             return score(pipe, d.x_val, d.y_val, cfg.metric.name)
         pipe.set_params(model__warm_start=True)
         value = math.nan
         for step, size in enumerate(stages):
-            pipe.set_params(**{f"model__{family.incremental_param}": size})
+            pipe.set_params(**{f"model__{incremental}": size})
             pipe.fit(d.x_train, d.y_train)
             value = score(pipe, d.x_val, d.y_val, cfg.metric.name)
             trial.report(value, step)

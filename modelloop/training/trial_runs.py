@@ -2,7 +2,9 @@
 
 The study calls `TrialRecorder` (an Optuna callback) when a trial finishes; the recorder only queues a small
 record, and a background thread writes queued trials as nested runs of the training's parent run (params, the
-validation score and its per-stage history, state, start/end time, worker). This keeps MLflow bookkeeping from
+validation score and its per-stage history, state, start/end time, worker). A pruned trial did what it was
+asked (the pruner stopped it early on purpose): its run ends FINISHED, tagged `modelloop.trial.pruned=true`
+(KILLED would show it as an interrupted run); a failed one ends FAILED. This keeps MLflow bookkeeping from
 dominating tuning (see bench/training.py):
 
 - `SqlTrialSink` writes a whole batch of runs in one transaction when the tracking URI is a SQL database
@@ -38,6 +40,7 @@ TAG_TRIAL_NUMBER = "modelloop.trial.number"
 TAG_TRIAL_STATE = "modelloop.trial.state"
 TAG_TRIAL_WORKER = "modelloop.trial.worker"
 TAG_TRIAL_ERROR = "modelloop.trial.error"
+TAG_TRIAL_PRUNED = "modelloop.trial.pruned"  # "true" on a trial the pruner stopped early
 #: Optuna user attribute naming the process that ran a trial (set by the objective).
 WORKER_ATTR = "worker"
 ERROR_ATTR = "error"
@@ -45,7 +48,7 @@ ERROR_ATTR = "error"
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 #: Metric on the parent run: finished trials of the study, stepped by that count (one point per trial).
 METRIC_TRIALS_DONE = "trials.done"
-_MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+_MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 _MAX_PARAM = 6000
 
 
@@ -89,6 +92,8 @@ class TrialRecord:
             TAG_TRIAL_NUMBER: str(self.number),
             TAG_TRIAL_STATE: self.state,
         }
+        if self.state == "PRUNED":
+            tags[TAG_TRIAL_PRUNED] = "true"
         if self.worker:
             tags[TAG_TRIAL_WORKER] = self.worker
         if self.error:
@@ -345,6 +350,7 @@ __all__ = [
     "METRIC_TRIALS_DONE",
     "TAG_TRIAL_ERROR",
     "TAG_TRIAL_NUMBER",
+    "TAG_TRIAL_PRUNED",
     "TAG_TRIAL_STATE",
     "TAG_TRIAL_WORKER",
     "WORKER_ATTR",

@@ -1,8 +1,8 @@
 {{/*
 The batch-scoring Job `modelloop score --on-kubernetes` launches (see batch-job.yaml): an Indexed Job, one index
 per shard, each pod running `modelloop score ... --shards N` with its index from JOB_COMPLETION_INDEX (set by
-Kubernetes for Indexed Jobs), scoring its share of the input (Parquet row groups g mod N, or the query rows whose
---shard-key mod N is the index) into its own part `<batch id>-<index>`; a retried pod overwrites that part, so a
+Kubernetes for Indexed Jobs), scoring its share of the input (Parquet row groups g mod N, or the query rows in
+the index's contiguous range of --shard-key, an index-friendly range condition) into its own part `<batch id>-<index>`; a retried pod overwrites that part, so a
 failed shard retried by backoffLimit never duplicates rows. The launcher (modelloop/deploy/kubernetes/batch_job.py,
 BatchJobTemplate) keeps generateName, sets completions = parallelism = N, and replaces the `score` container's
 args after `score` with the command's own; the tracking URI comes from the MLflow env below. The container

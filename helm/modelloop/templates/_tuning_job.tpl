@@ -3,10 +3,12 @@ The tuning Job a retraining runs when the model's training config asks for `stud
 Job, `parallelism` = `completions` = the worker count, each index a `modelloop train --tune-and-finish` pod on
 the chart's PostgreSQL study (the prediction-log database; Optuna keeps its own tables there). Every pod adds
 trials until the study holds exactly `study.n_trials` finished ones (a PostgreSQL advisory lock shares the
-budget); the first pod to see the study full claims the finishing step (refit, baseline, gate, profile,
-registration) in the study, by its host name `<job>-<index>` and JOB_COMPLETION_INDEX, which a retried pod of
-that index keeps, so the finishing step survives a pod's restart and runs once. A failed worker pod is retried by the Job
-(backoffLimit); its running trial is failed by Optuna's heartbeat and re-run. The launcher
+budget); a pod that sees the study full takes the study's finishing lock (a PostgreSQL advisory lock, released
+by the database when its holder dies) and runs the finishing step (refit, baseline, gate, profile,
+registration) unless the retraining's version exists; the other pods wait for the lock and then find the
+version, so every pod that succeeds has seen the one version registered, even two pods of one index, and a pod
+retried after registering registers nothing. A failed worker pod is retried by the Job (backoffLimit); its
+running trial is failed by Optuna's heartbeat and re-run. The launcher
 (modelloop/deploy/kubernetes/retrain_template.py) sets completions and parallelism from the config's
 `study.workers`, and a study name per retraining (a re-run of the same retraining finds the study registered
 and registers nothing). Rendered into ConfigMap <fullname>-retrain-job, key tuning-job.yaml (monitoring.yaml).

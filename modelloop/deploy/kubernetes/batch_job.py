@@ -9,26 +9,24 @@ value), and labels and annotations naming the batch and the model. Every index r
 (`backoffLimit`) overwrites its part, and a second launch of the same batch id replaces the parts, never
 adding to them.
 
-`launch_batch_job` makes one call (create the Job) with the same credentials and error messages as the
-retraining Jobs (`api.api_client`, `retrain_job`): whoever launches it needs `create` on `batch/jobs` in the
-namespace. A template that cannot work is a `ConfigError` naming the field.
+`launch_batch_job` makes one call (create the Job) through `jobs.JobLauncher`, with the same credentials and
+error messages as the retraining Jobs (`api.api_client`): whoever launches it needs `create` on `batch/jobs`
+in the namespace. A template that cannot work is a `ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from modelloop.contract.config_files import read_yaml_mapping
-from modelloop.contract.errors import ConfigError, UnavailableError
+from modelloop.contract.errors import ConfigError
 
 from .api import api_client
+from .jobs import MODEL_LABEL, JobLauncher, check_job_basics, label_value, option_removed
 from .manifests import MODEL_ANNOTATION, Manifest
-from .retrain_job import REQUEST_TIMEOUT_S, _unavailable
-from .retrain_template import MODEL_LABEL, _label_value, _option_removed
 
 SCORE_CONTAINER = "score"
 BATCH_LABEL = "modelloop.io/batch-id"
@@ -53,21 +51,13 @@ def _score_container(template: Manifest) -> Manifest:
 
 def check_batch_template(template: Any) -> Manifest:
     """`template` if it can be launched as a batch Job, else `ConfigError` naming the field."""
-    if not isinstance(template, dict):
-        raise ConfigError("batch Job template: not a YAML mapping")
-    if template.get("apiVersion") != "batch/v1" or template.get("kind") != "Job":
-        raise ConfigError("batch Job template: apiVersion/kind must be batch/v1 Job")
-    meta = template.get("metadata")
-    if not isinstance(meta, dict) or not meta.get("generateName") or "name" in meta:
-        raise ConfigError(
-            "batch Job template: metadata.generateName is required, metadata.name is not allowed"
-        )
-    if (template.get("spec") or {}).get("completionMode") != "Indexed":
+    job = check_job_basics(template, "batch Job template")
+    if (job.get("spec") or {}).get("completionMode") != "Indexed":
         raise ConfigError("batch Job template: spec.completionMode must be Indexed (one index per shard)")
-    args = _score_container(template).get("args")
+    args = _score_container(job).get("args")
     if not isinstance(args, list) or not args or args[0] != "score":
         raise ConfigError("batch Job template: the score container's args must start with `score`")
-    return template
+    return job
 
 
 def load_batch_template(path: Path) -> Manifest:
@@ -82,7 +72,7 @@ def shard_args(argv: Sequence[str], *, batch_id: str, shards: int, parent_run: s
     if args and args[0] == "score":
         args = args[1:]
     for flag in (*LAUNCHER_FLAGS, *SET_FOR_SHARDS):
-        args = _option_removed(args, flag)
+        args = option_removed(args, flag)
     args = [a for a in args if a not in LAUNCHER_SWITCHES]
     return [*args, "--batch-id", batch_id, "--shards", str(shards), "--parent-run", parent_run]
 
@@ -101,7 +91,7 @@ class BatchJobTemplate:
     def job(self, args: Sequence[str], *, batch_id: str, shards: int, model: str) -> Manifest:
         """The Indexed Job of one batch (see the module docstring)."""
         job = copy.deepcopy(self.template)
-        labels = {BATCH_LABEL: _label_value(batch_id) or "batch", MODEL_LABEL: _label_value(model) or "model"}
+        labels = {BATCH_LABEL: label_value(batch_id) or "batch", MODEL_LABEL: label_value(model) or "model"}
         meta = job["metadata"]
         meta["namespace"] = self.namespace
         meta["labels"] = {**(meta.get("labels") or {}), **labels}
@@ -131,30 +121,12 @@ def launch_batch_job(
     api: Any = None,
 ) -> str:
     """Create the batch's Indexed Job; returns a description (`Kubernetes Job NS/NAME with N shards`)."""
-    from kubernetes.client import BatchV1Api
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     template = load_batch_template(template_path)
     ns = namespace or str(template["metadata"].get("namespace") or "")
     objects = BatchJobTemplate(template, namespace=ns)
     body = objects.job(args, batch_id=batch_id, shards=shards, model=model)
     client = api if api is not None else api_client(kubeconfig=kubeconfig, purpose="launching batch Jobs")
-    try:
-        batch: Any = BatchV1Api(client)
-        out = batch.create_namespaced_job(
-            ns, body, _request_timeout=REQUEST_TIMEOUT_S, _preload_content=False
-        )
-    except (ApiException, HTTPError, OSError) as exc:
-        raise _unavailable(
-            "create the batch Job", ns, exc, needs="create on jobs (API group batch)"
-        ) from None
-    try:
-        name = str(json.loads(out.data)["metadata"]["name"])
-    except (ValueError, KeyError, TypeError):
-        raise UnavailableError(
-            "cannot create the batch Job: the Kubernetes API answered with no object"
-        ) from None
+    name, _ = JobLauncher(client, ns).create_job(body, what="the batch Job")
     return f"Kubernetes Job {ns}/{name} with {shards} shard(s)"
 
 

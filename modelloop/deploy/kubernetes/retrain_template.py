@@ -28,6 +28,7 @@ from modelloop.contract.config_files import read_yaml_mapping
 from modelloop.contract.errors import ConfigError
 from modelloop.monitoring.retrain import RetrainRequest
 
+from .jobs import MODEL_LABEL, check_job_basics, label_value, option_removed
 from .manifests import MODEL_ANNOTATION, VERSION_ANNOTATION, Manifest
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ TRAIN_CONTAINER = "train"
 #: The tuning Job template's file name, beside the retraining Job template (the chart's ConfigMap key).
 TUNING_TEMPLATE_FILE = "tuning-job.yaml"
 
-MODEL_LABEL = "modelloop.io/model"
 MONITORING_RUN_LABEL = "modelloop.io/monitoring-run"
 MONITORING_RUN_ANNOTATION = "modelloop.io/monitoring-run"
 TRAINING_RUN_ANNOTATION = "modelloop.io/training-run"
@@ -50,27 +50,8 @@ CAUSE_ANNOTATION = "modelloop.io/retrain-cause"
 TRACKING_ENV = frozenset({"MLFLOW_TRACKING_URI", "MODELLOOP_TRACKING_URI"})
 
 
-def _label_value(text: str) -> str:
-    """`text` as a valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63].strip("-_.")
-
-
 def _dns_part(text: str, limit: int) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower())[:limit].strip("-") or "model"
-
-
-def _option_removed(args: list[str], flag: str) -> list[str]:
-    """`args` without `flag VALUE` and `flag=VALUE`."""
-    out: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == flag:
-            skip = True
-        elif not arg.startswith(flag + "="):
-            out.append(arg)
-    return out
 
 
 def _set_removed(args: list[str], keys: tuple[str, ...]) -> list[str]:
@@ -100,33 +81,19 @@ def _train_container(pod: Manifest) -> Manifest:
 
 def check_job_template(template: Any) -> Manifest:
     """`template` if it can be launched as a retraining Job, else `ConfigError` naming the field."""
-    if not isinstance(template, dict):
-        raise ConfigError("retraining Job template: not a YAML mapping")
-    if template.get("apiVersion") != "batch/v1" or template.get("kind") != "Job":
-        raise ConfigError("retraining Job template: apiVersion/kind must be batch/v1 Job")
-    meta = template.get("metadata")
-    if (
-        not isinstance(meta, dict)
-        or not isinstance(meta.get("generateName"), str)
-        or not meta["generateName"]
-    ):
-        raise ConfigError(
-            "retraining Job template: metadata.generateName is required (every retraining is a new Job)"
-        )
-    if "name" in meta:
-        raise ConfigError("retraining Job template: metadata.name is not allowed (use generateName)")
-    pod = ((template.get("spec") or {}).get("template") or {}).get("spec")
+    job = check_job_basics(template, "retraining Job template")
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec")
     if not isinstance(pod, dict):
         raise ConfigError("retraining Job template: spec.template.spec is missing")
     container = _train_container(pod)
     if not isinstance(container.get("args", []), list):
         raise ConfigError("retraining Job template: the training container's args must be a list")
-    if "ttlSecondsAfterFinished" not in template["spec"]:
+    if "ttlSecondsAfterFinished" not in job["spec"]:
         log.warning(
             "the retraining Job template has no spec.ttlSecondsAfterFinished: finished Jobs and their "
             "config ConfigMaps stay until deleted by hand"
         )
-    return template
+    return job
 
 
 def check_tuning_template(template: Any) -> Manifest:
@@ -185,8 +152,8 @@ class RetrainJobTemplate:
 
     def _labels(self, request: RetrainRequest) -> dict[str, str]:
         return {
-            MODEL_LABEL: _label_value(request.model_name) or "model",
-            MONITORING_RUN_LABEL: _label_value(request.monitoring_run_id) or "run",
+            MODEL_LABEL: label_value(request.model_name) or "model",
+            MONITORING_RUN_LABEL: label_value(request.monitoring_run_id) or "run",
         }
 
     @staticmethod
@@ -234,11 +201,11 @@ class RetrainJobTemplate:
         container = _train_container(pod)
         args = [str(a) for a in container.get("args") or []]
         for flag in ("--config", "--triggered-by"):
-            args = _option_removed(args, flag)
+            args = option_removed(args, flag)
         args += ["--config", CONFIG_PATH]
         env_names = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
         if not env_names & TRACKING_ENV:
-            args = [*_option_removed(args, "--tracking-uri"), "--tracking-uri", request.tracking_uri]
+            args = [*option_removed(args, "--tracking-uri"), "--tracking-uri", request.tracking_uri]
         if tuning:
             args = _set_removed(args, ("study.workers", "study.name"))
             args += ["--set", f"study.workers={workers}", "--set", f"study.name={self.study_name(request)}"]

@@ -24,13 +24,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from modelloop.client import ScoringClient
 from modelloop.contract.port_file import read_port_file
+from modelloop.contract.predlog.store import open_prediction_log
 from modelloop.contract.registry import MONITORING_EXPERIMENT, TAG_ROLLOUT
+from tests.integration.monitoring.conftest import WINDOW, Monitored, window_batches, write
 from tests.models import RegisteredModel, register_reference_model
 
 MODEL = "mlflow-env"
@@ -138,9 +141,17 @@ def test_monitor_records_its_window_in_mlflow_tracking_uri(
     mlflow_server: str, registered: RegisteredModel, tmp_path: Path
 ) -> None:
     end = int(time.time())
+    start = end - int(WINDOW)
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = open_prediction_log(log_url)  # an empty window is not a run: log some traffic first
+    try:
+        labels = np.zeros(len(registered.features), dtype=np.int64)
+        write(store, window_batches(Monitored(registered, labels), start, 60, seed=1))
+    finally:
+        store.close()
     done = modelloop(
-        "monitor", "--model", MODEL, "--start", str(end - 600), "--end", str(end), "--no-retrain",
-        "--prediction-log-url", f"sqlite:///{tmp_path / 'log.db'}",
+        "monitor", "--model", MODEL, "--start", str(start), "--end", str(end), "--no-retrain",
+        "--prediction-log-url", log_url,
         env=mlflow_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

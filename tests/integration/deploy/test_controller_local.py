@@ -27,7 +27,7 @@ from modelloop.contract.registry import (
     TAG_ROLLOUT,
     TAG_ROLLOUT_BINDING,
     TAG_ROLLOUT_REASON,
-    TAG_ROLLOUT_SINCE,
+    TAG_ROLLOUT_SERVING_FROM,
 )
 from modelloop.deploy.bindings import parse_bindings
 from modelloop.deploy.controller import Controller
@@ -157,7 +157,9 @@ def test_promotions_by_webhook_under_load_then_rollback(
         )
         tags = client.get_model_version(reg.model, reg.v2.version).tags
         assert (
-            tags[TAG_ROLLOUT] == "serving" and tags[TAG_ROLLOUT_BINDING] == "it" and TAG_ROLLOUT_SINCE in tags
+            tags[TAG_ROLLOUT] == "serving"
+            and tags[TAG_ROLLOUT_BINDING] == "it"
+            and TAG_ROLLOUT_SERVING_FROM in tags
         )
         assert client.get_model_version(reg.model, reg.v1.version).tags[TAG_ROLLOUT] == "retired"
         exp = client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)

@@ -8,6 +8,7 @@ import time
 import mlflow
 import pytest
 
+from modelloop.adapters.mlflow_experiments import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 from modelloop.contract.registry import DEPLOYMENTS_EXPERIMENT
 from modelloop.deploy.registry import RUN_TAG_RECORD_ID, MlflowRegistry, RolloutRecord
 
@@ -40,13 +41,26 @@ def test_record_written_twice_is_one_run(deploy_registry: Registered) -> None:
         to_version=reg.v2.version,
         outcome="serving",
         timeline=[(now, "registry read"), (now + 0.2, "rollout"), (now + 1.5, "ready")],
+        target="local",
+        address="127.0.0.1:7001",
     )
     registry.record_rollout(record)
     registry.record_rollout(record)  # e.g. the first answer was lost
     client = mlflow.MlflowClient(reg.server.url)
     exp = client.get_experiment_by_name(DEPLOYMENTS_EXPERIMENT)
     assert exp is not None
+    assert exp.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND  # the UI shows it as model training
     runs = client.search_runs([exp.experiment_id], "params.binding = 'twice'")
     assert [r.data.tags[RUN_TAG_RECORD_ID] for r in runs] == [record.id]
+    assert runs[0].info.run_name == f"rollout v{reg.v1.version} → v{reg.v2.version} on twice"
+    assert "`127.0.0.1:7001`" in runs[0].data.tags["mlflow.note.content"]
+    # the stories of both versions were rewritten: v2 serves on `twice`, v1 was replaced there by v2
+    v2 = client.get_model_version(reg.model, reg.v2.version).description
+    # the first line lists every binding serving it (other tests of the session add theirs)
+    assert f"### Why version {reg.v2.version} exists" in v2
+    assert "twice (local)" in v2.splitlines()[0] and "serving on " in v2.splitlines()[0]
+    assert "| twice | local | `127.0.0.1:7001` | serving |" in v2
+    v1 = client.get_model_version(reg.model, reg.v1.version).description
+    assert f"### Why version {reg.v1.version} exists" in v1 and "twice" not in v1  # never rolled out there
     assert runs[0].data.metrics["rollout.seconds"] == pytest.approx(1.5)
     assert_rollout_plot(client, runs[0].info.run_id, reg.server.url, outcome="serving")

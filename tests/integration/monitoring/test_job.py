@@ -29,6 +29,7 @@ from modelloop.monitoring.config import ModelMonitorConfig, MonitorConfig, Retra
 from modelloop.monitoring.drift import feature_drift
 from modelloop.monitoring.feedback import record_feedback
 from modelloop.monitoring.job import PassResult, run_pass, run_window
+from modelloop.monitoring.run_content import FEATURES_TABLE_PATH
 from modelloop.monitoring.window import Window, WindowReader
 from tests.integration.monitoring.conftest import (
     T0,
@@ -36,6 +37,7 @@ from tests.integration.monitoring.conftest import (
     WINDOW,
     Monitored,
     ports,
+    register_monitored,
     run_ids,
     window_batches,
     write,
@@ -77,12 +79,20 @@ def test_drifted_window_is_flagged_and_clean_window_is_not(
     run = client.get_run(bad.run_id)
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
     feature = "mean_radius"
-    for stat in ("psi", "ks_stat", "ks_pvalue", "wasserstein", "missing_rate_change"):
-        assert f"drift.{stat}.{feature}" in metrics
-    assert metrics[f"drift.wasserstein.{feature}"] == pytest.approx(
-        bad.features[feature].stats["wasserstein"]
+    # a handful of summary metrics; the per-feature statistics are a table artifact beside the report
+    assert not any(k.startswith(("drift.psi.", "drift.wasserstein.", "drift.ks_")) for k in metrics)
+    assert len(metrics) <= 30
+    table = json.loads(
+        Path(client.download_artifacts(bad.run_id, FEATURES_TABLE_PATH, str(tmp_path))).read_text()
     )
-    assert metrics[f"drift.wasserstein.{feature}"] >= 0.1
+    rows = {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
+    assert set(rows) == {*bad.features, "(prediction)"}
+    for stat in ("psi", "ks_stat", "ks_pvalue", "wasserstein", "missing_rate_change"):
+        assert rows[feature][stat] == pytest.approx(bad.features[feature].stats[stat])
+    assert rows[feature]["decided_by"] == "wasserstein >= 0.1" and rows[feature]["value"] >= 0.1
+    assert rows[feature]["drifted"] is True
+    assert run.info.run_name.startswith(f"monitor {monitored.model.name} 22:")
+    assert "**Dataset drifted.** 30 of 30 features drifted" in tags["mlflow.note.content"]
     assert metrics["drift.share_drifted"] == 1.0 and metrics["drift.dataset_drifted"] == 1.0
     assert {"prediction.drift.psi", "prediction.drift.js", "prediction.drift.chi2_pvalue"} <= set(metrics)
     assert metrics["window.rows"] == 3000
@@ -128,7 +138,7 @@ def test_rerunning_a_window_replaces_its_run(
     assert [r.info.run_id for r in active] == [second.run_id]
 
 
-def test_window_without_traffic_is_recorded_as_empty(
+def test_window_without_traffic_is_not_a_run(
     sqlite_store: SqlPredictionLog, monitored: Monitored, mlflow_server: str
 ) -> None:
     registry, records = ports(mlflow_server)
@@ -141,11 +151,7 @@ def test_window_without_traffic_is_recorded_as_empty(
         config=NO_RETRAIN,
     )
     assert outcome.status == "empty" and outcome.rows == 0 and outcome.features == {}
-    run = mlflow.MlflowClient(mlflow_server).get_run(outcome.run_id)
-    assert run.data.tags[TAG_MONITOR_STATUS] == "empty"
-    assert run.data.metrics["window.rows"] == 0
-    assert "drift.share_drifted" not in run.data.metrics
-    assert "report.html" in _artifacts(mlflow.MlflowClient(mlflow_server), outcome.run_id)
+    assert outcome.run_id == "" and run_ids(records, monitored.model.name, _window(9).id) == []
 
 
 def test_small_window_is_insufficient_not_drifted(
@@ -269,7 +275,7 @@ def test_monitor_command_writes_the_window(
     params = mlflow.MlflowClient(mlflow_server).get_run(run_id).data.params
     assert params["retrain.consecutive_windows"] == "5"
     now = CliRunner().invoke(cli, ["monitor", *common, "--window", "15m", "--no-retrain"])
-    assert now.exit_code == 0 and "status=empty rows=0" in now.output
+    assert now.exit_code == 0 and "status=empty rows=0 (no traffic; not recorded" in now.output
     missing = CliRunner().invoke(
         cli, ["monitor", "--model", "no-such-model", *common[2:], "--start", start, "--end", end]
     )
@@ -323,8 +329,17 @@ def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_
 
 def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path) -> None:
     """`modelloop monitor --every` as a real process: the last complete window is recorded once (later ticks
-    skip it), and SIGTERM stops the loop cleanly."""
+    skip it), a model without traffic is said once (not at every tick) and not recorded, and SIGTERM stops the
+    loop cleanly."""
     name = "monitoring-loop"
+    monitored = register_monitored(mlflow_server, "monitoring-loop-served")
+    window = Window.last_complete(86400, time.time())
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = SqlPredictionLog(log_url)
+    try:
+        write(store, window_batches(monitored, window.start, 200, seed=21, blocks=1))
+    finally:
+        store.close()
     argv = [
         sys.executable,
         "-m",
@@ -332,6 +347,8 @@ def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path
         "monitor",
         "--model",
         name,
+        "--model",
+        monitored.model.name,
         "--window",
         "1d",
         "--every",
@@ -340,14 +357,13 @@ def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path
         "--tracking-uri",
         mlflow_server,
         "--prediction-log-url",
-        f"sqlite:///{tmp_path / 'log.db'}",
+        log_url,
     ]
     _, records = ports(mlflow_server)
-    window = Window.last_complete(86400, time.time())
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not records.window_recorded(name, window.id):
+        while not records.window_recorded(monitored.model.name, window.id):
             assert child.poll() is None, child.communicate()
             assert time.monotonic() < deadline, "no window recorded"
             time.sleep(0.2)
@@ -360,5 +376,8 @@ def test_monitor_every_interval_until_sigterm(mlflow_server: str, tmp_path: Path
             child.wait()
     assert child.returncode == 0, err
     lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"{name} {window.id} version=- status=empty rows=0")
-    assert len(run_ids(records, name, window.id)) == 1
+    assert len(lines) == 2, out
+    assert lines[0].startswith(f"{name} {window.id} version=- status=empty rows=0 (no traffic; not recorded")
+    assert lines[1].startswith(f"{monitored.model.name} {window.id} version={monitored.model.version} ")
+    assert run_ids(records, name, window.id) == []
+    assert len(run_ids(records, monitored.model.name, window.id)) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -20,9 +21,11 @@ from modelloop.contract.registry import (
     TAG_RETRAIN_DECISION,
     TAG_RETRAIN_FIRED_AT,
     TAG_RETRAIN_MONITORING_RUN,
+    TAG_RETRAIN_STREAK,
 )
 from modelloop.monitoring.config import DriftRules, ModelMonitorConfig, RetrainPolicy
 from modelloop.monitoring.feedback import record_feedback
+from modelloop.monitoring.firing import parse_fired_at
 from modelloop.monitoring.job import run_window
 from modelloop.monitoring.retrain import SubprocessRetrainer
 from modelloop.monitoring.trigger import Decision
@@ -102,7 +105,9 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
         retrainer=retrainer,
     )
     assert first.decision.decision is Decision.FIRED and first.launch is not None
-    assert first.decision.cause == f"drift:{version}:{windows[0].id}"
+    # the cause names the window whose run fired; the streak (never fired twice) its first window
+    assert first.decision.cause == f"drift:{version}:{windows[1].id}"
+    assert first.decision.streak == f"drift:{version}:{windows[0].id}"
     assert retrainer.wait(first.run_id, timeout=60) == 0
     handed = json.loads(Path(first.launch.details["config"]).with_name("handed_over.json").read_text())
     assert handed["argv"] == [
@@ -122,9 +127,13 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
     for tags in (client.get_registered_model(name).tags, client.get_model_version(name, version).tags):
         assert tags[TAG_RETRAIN_CAUSE] == first.decision.cause
         assert tags[TAG_RETRAIN_MONITORING_RUN] == first.run_id
-        assert float(tags[TAG_RETRAIN_FIRED_AT]) == windows[1].end
+        assert tags[TAG_RETRAIN_STREAK] == first.decision.streak
+        assert parse_fired_at(tags[TAG_RETRAIN_FIRED_AT]) == windows[1].end
+        assert (
+            tags[TAG_RETRAIN_FIRED_AT] == datetime.fromtimestamp(windows[1].end, UTC).isoformat()[:-6] + "Z"
+        )
 
-    assert run(2) is Decision.ALREADY_FIRED  # the streak goes on: same cause
+    assert run(2) is Decision.ALREADY_FIRED  # the streak goes on: same streak
     assert run(1) is Decision.ALREADY_FIRED  # re-running the window that fired does not fire again
     (rerun_id,) = run_ids(records, name, windows[1].id)
     rerun_tags = client.get_run(rerun_id).data.tags
@@ -138,7 +147,8 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
     assert run(5) is Decision.COOLDOWN  # a new streak, inside the cool-down
     assert run(5, _config(cooldown=0), retrain=False) is Decision.SUPPRESSED
     assert run(5, _config(cooldown=0)) is Decision.FIRED
-    assert client.get_registered_model(name).tags[TAG_RETRAIN_CAUSE] == f"drift:{version}:{windows[4].id}"
+    assert client.get_registered_model(name).tags[TAG_RETRAIN_STREAK] == f"drift:{version}:{windows[4].id}"
+    assert client.get_registered_model(name).tags[TAG_RETRAIN_CAUSE] == f"drift:{version}:{windows[5].id}"
     assert retrainer.running() == 0 or retrainer.wait(run_ids(records, name, windows[5].id)[0], 60) == 0
 
     fired = client.search_runs(
@@ -146,7 +156,7 @@ def test_trigger_fires_once_per_cause_and_cooldown_holds(
         f"tags.`modelloop.monitor.model` = '{name}' and tags.`{TAG_RETRAIN_DECISION}` = 'fired'",
     )
     assert sorted(r.data.tags[TAG_RETRAIN_CAUSE] for r in fired) == sorted(
-        [f"drift:{version}:{windows[0].id}", f"drift:{version}:{windows[4].id}"]
+        [f"drift:{version}:{windows[1].id}", f"drift:{version}:{windows[5].id}"]
     )
     store.close()
 
@@ -188,7 +198,7 @@ def test_quality_below_its_floor_fires_once(monitored: Monitored, mlflow_server:
     assert fired.decision.decision is Decision.FIRED and fired.launch is not None
     assert fired.decision.cause == f"quality:{version}:{windows[1].id}"
     assert retrainer.wait(fired.run_id, timeout=60) == 0
-    assert same.decision.decision is Decision.ALREADY_FIRED and same.decision.cause == fired.decision.cause
+    assert same.decision.decision is Decision.ALREADY_FIRED and same.decision.streak == fired.decision.streak
     client = mlflow.MlflowClient(mlflow_server)
     breached = [client.get_run(o.run_id).data.tags[TAG_QUALITY_BREACHED] for o in outcomes]
     assert breached == ["0", "1", "1"]

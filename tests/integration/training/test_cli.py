@@ -49,7 +49,7 @@ def test_train_prints_the_result_and_the_ui_url(tracking_uri: str, model_name: s
     assert lines["gate"].startswith("passed")
     assert lines["alias"] == "production"
     assert lines["mlflow ui"].startswith(f"{tracking_uri}/#/experiments/")
-    assert lines["mlflow ui"].endswith(f"/runs/{lines['run_id']}")
+    assert lines["mlflow ui"].endswith(f"/runs/{lines['run_id']}?workflowType=machine_learning")
     # progress and the summary table go to stderr
     assert "trial 2/2" in result.stderr and "test metric" in result.stderr
 

@@ -180,8 +180,9 @@ def test_a_worker_killed_mid_trial(
 def test_tuning_job_pods_on_postgresql_finish_once(
     tracking_uri: str, model_name: str, fresh_postgres_url: str, tmp_path: Path
 ) -> None:
-    """The tuning Job's pods as local processes: each `--tune-and-finish` on one PostgreSQL study; the first
-    to see the study full finishes, and a re-run of the same retraining (a retried pod) registers nothing."""
+    """The tuning Job's pods as local processes: each `--tune-and-finish` on one PostgreSQL study; one
+    finishes while the other waits for it and finds the version, and a re-run of the same retraining (a
+    retried pod) registers nothing."""
     config = write_config(tmp_path / "train.yaml", model_name, storage=fresh_postgres_url, workers=2)
     argv = [sys.executable, "-m", "modelloop", "train", "--config", str(config), "--tracking-uri"]
     argv += [tracking_uri, "--tune-and-finish", "--quiet"]
@@ -190,8 +191,8 @@ def test_tuning_job_pods_on_postgresql_finish_once(
     outputs = [p.communicate(timeout=600) for p in pods]
     for pod, (_, err) in zip(pods, outputs, strict=True):
         assert pod.returncode == 0, err.decode()
-    registered = [out for out, _ in outputs if b"model: " in out]
-    assert len(registered) == 1  # exactly one pod ran the finishing step
+    registered = [out for out, _ in outputs if b"model: " in out and b"registered before" not in out]
+    assert len(registered) == 1  # exactly one pod ran the finishing step; the other found its version
     run_id = dict(ln.split(": ", 1) for ln in registered[0].decode().splitlines())["run_id"]
     client = MlflowClient(tracking_uri)
     nested = check_one_training(client, model_name, run_id)

@@ -27,7 +27,7 @@ from modelloop.contract.registry import (
 )
 from modelloop.training import run_training
 from modelloop.training.progress import StreamProgress
-from modelloop.training.trial_runs import TAG_TRIAL_STATE
+from modelloop.training.trial_runs import TAG_TRIAL_PRUNED, TAG_TRIAL_STATE
 from tests.integration.training.conftest import tiny_config
 
 
@@ -163,8 +163,8 @@ def test_median_pruner_stops_staged_trials(tracking_uri: str, model_name: str) -
         history = client.get_metric_history(trial.info.run_id, "validation.log_loss.by_stage")
         steps = sorted(m.step for m in history)
         if trial.data.tags[TAG_TRIAL_STATE] == "PRUNED":
-            # stopped early: fewer than all 4 stages, no final score, shown as KILLED in the UI
-            assert trial.info.status == "KILLED"
+            # stopped early on purpose: fewer than all 4 stages, no final score; FINISHED, tagged pruned
+            assert trial.info.status == "FINISHED" and trial.data.tags[TAG_TRIAL_PRUNED] == "true"
             assert 1 <= len(steps) < 4 and "validation.log_loss" not in trial.data.metrics
         else:
             assert steps == [0, 1, 2, 3]

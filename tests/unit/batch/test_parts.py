@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,12 @@ import pytest
 
 from modelloop.batch.rows import check_chunk, check_columns
 from modelloop.batch.sample import InputSample
-from modelloop.batch.scoring import chunk_rows_for, split_model_ref
+from modelloop.batch.scoring import chunk_rows_for
 from modelloop.batch.shards import Shard
 from modelloop.batch.sinks import ParquetSink, SqlSink
 from modelloop.batch.sources import CsvSource, ParquetSource, SqlSource
 from modelloop.cli.score import check_batch_id, parse_size
-from modelloop.contract.errors import ConfigError, InvalidInputError
+from modelloop.contract.errors import InvalidInputError
 from modelloop.serving.schema import Column, ModelSchema
 
 SCHEMA = ModelSchema(
@@ -40,14 +41,10 @@ def test_shards_parse_and_split_row_groups_exactly_once() -> None:
         assert sorted(groups) == list(range(23))
 
 
-def test_sizes_model_refs_and_batch_ids() -> None:
+def test_sizes_and_batch_ids() -> None:
     assert parse_size("512M") == 512 << 20 and parse_size("1GiB") == 1 << 30 and parse_size("100") == 100
     with pytest.raises(InvalidInputError):
         parse_size("lots")
-    assert split_model_ref("churn@production") == ("churn", "production")
-    assert split_model_ref("team/churn/3") == ("team/churn", "3")
-    with pytest.raises(ConfigError):
-        split_model_ref("churn")
     assert check_batch_id("nightly-2026-11-30") == "nightly-2026-11-30"
     with pytest.raises(InvalidInputError):
         check_batch_id("../etc")
@@ -108,15 +105,47 @@ def test_csv_blocks_and_parquet_groups_cover_the_input_once(tmp_path: Path) -> N
         assert sorted(rows) == list(range(5000))
 
 
-def test_a_query_shard_is_a_key_condition(tmp_path: Path) -> None:
-    source = SqlSource(
-        f"sqlite:///{tmp_path / 'x.db'}", "SELECT * FROM t;", shard=Shard(1, 4), shard_key="id"
-    )
-    assert source.statement().endswith('modelloop_q."id" % 4 = 1') or source.statement().endswith(
-        "modelloop_q.id % 4 = 1"
-    )
+def test_key_ranges_cut_every_integer_into_exactly_one_shard() -> None:
+    for count in range(1, 8):
+        for low, high in [(0, 99), (-5, 5), (7, 7), (0, 2), (10**12, 10**12 + 12345)]:
+            bounds = [Shard(i, count).key_bounds(low, high) for i in range(count)]
+            assert bounds[0][0] is None and bounds[-1][1] is None
+            for (_, upper), (lower, _) in itertools.pairwise(bounds):
+                assert upper == lower  # contiguous: one range ends where the next begins
+            owners = [
+                [i for i, (lo, up) in enumerate(bounds) if (lo is None or k >= lo) and (up is None or k < up)]
+                for k in range(low - 3, min(high, low + 500) + 3)
+            ]
+            assert all(len(o) == 1 for o in owners)
+    assert [Shard(i, 4).key_bounds(0, 99) for i in range(4)] == [(None, 25), (25, 50), (50, 75), (75, None)]
+
+
+def test_a_query_shard_reads_one_key_range(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INTEGER, x REAL, label TEXT)"))
+        conn.execute(sa.text("CREATE INDEX t_id ON t (id)"))
+        rows = [{"id": i, "x": i * 0.5, "label": f"r{i}"} for i in range(1000, 1100)]
+        conn.execute(
+            sa.text("INSERT INTO t VALUES (:id, :x, :label)"), [*rows, {"id": None, "x": 0, "label": "n"}]
+        )
+    engine.dispose()
+    seen: list[object] = []
+    for i in range(3):
+        source = SqlSource(url, "SELECT * FROM t;", shard=Shard(i, 3), shard_key="id")
+        assert "%" not in source.statement() and "modelloop_q" in source.statement()
+        ids = [k for c in source.chunks(16) for k in c.batch.column("id").to_pylist()]
+        keys = sorted(k for k in ids if k is not None)
+        assert keys == list(range(keys[0], keys[-1] + 1))  # one contiguous range
+        seen += ids
+    assert sorted(k for k in seen if k is not None) == list(range(1000, 1100)) and seen.count(None) == 1
     with pytest.raises(InvalidInputError, match="--shard-key"):
         SqlSource("sqlite://", "SELECT 1", shard=Shard(0, 2))
+    with pytest.raises(InvalidInputError, match="not an integer column"):
+        SqlSource(url, "SELECT * FROM t", shard=Shard(1, 2), shard_key="label").statement()
 
 
 def test_a_parquet_part_is_visible_only_once_committed(tmp_path: Path) -> None:

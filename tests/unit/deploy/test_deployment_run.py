@@ -22,16 +22,23 @@ TIMELINE = [(100.0, "registry read"), (100.5, "rollout v1 -> v2 on local"), (103
 
 
 def test_a_served_rollout(tmp_path: Path) -> None:
-    record = RolloutRecord("it", "m", "1", "2", "serving", timeline=TIMELINE)
+    record = RolloutRecord(
+        "it", "m", "1", "2", "serving", timeline=TIMELINE, target="local", address="127.0.0.1:7001"
+    )
     run = deployment_run(record, tmp_path)
-    assert run.record_id == record.id and run.name == "it-v2" and not run.failed
+    assert run.record_id == record.id and run.name == "rollout v1 → v2 on it" and not run.failed
     assert run.params == {
         "binding": "it",
         "model": "m",
         "from_version": "1",
         "to_version": "2",
         "outcome": "serving",
+        "target": "local",
+        "address": "127.0.0.1:7001",
+        "at": "1970-01-01T00:01:43Z",  # the outcome's time: when version 2 began serving
     }
+    assert "Serving since 1970-01-01T00:01:43Z" in run.description and "`127.0.0.1:7001`" in run.description
+    assert "(#/models/m/versions/1?workflowType=machine_learning)" in run.description
     assert run.tags == {TAG_RUN_KIND: "deployment", RUN_TAG_BINDING: "it"}
     assert run.metrics == {"rollout.seconds": 3.25} and run.metrics_time_ms == 103250
     assert run.artifacts == tmp_path
@@ -43,7 +50,8 @@ def test_a_served_rollout(tmp_path: Path) -> None:
 def test_a_failed_rollout_without_a_timeline(tmp_path: Path) -> None:
     record = RolloutRecord("it", "m", None, "3", "failed", reason="x" * 5000)
     run = deployment_run(record, tmp_path)
-    assert run.failed and run.params["from_version"] == ""
+    assert run.failed and run.params["from_version"] == "" and run.name == "rollout v3 on it"
+    assert "**Failed**" in run.description and run.description.endswith("x" * 500)
     assert run.tags[RUN_TAG_REASON] == "x" * 4000
     assert run.metrics == {} and run.artifacts is None
     assert not any(tmp_path.iterdir())

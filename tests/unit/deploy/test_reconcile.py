@@ -8,7 +8,9 @@ from modelloop.contract.registry import (
     TAG_ROLLOUT,
     TAG_ROLLOUT_BINDING,
     TAG_ROLLOUT_REASON,
-    TAG_ROLLOUT_SINCE,
+    TAG_ROLLOUT_SERVING_FROM,
+    TAG_ROLLOUT_SERVING_UNTIL,
+    TAG_ROLLOUT_TARGET,
 )
 from modelloop.deploy.bindings import parse_bindings
 from modelloop.deploy.controller import Controller
@@ -50,7 +52,7 @@ def test_create_then_idempotent_then_update(registry: MemoryRegistry, target: Fa
     )
     assert registry.tags[("m", "1")][TAG_ROLLOUT] == "serving"
     assert registry.tags[("m", "1")][TAG_ROLLOUT_BINDING] == "churn"
-    assert TAG_ROLLOUT_SINCE in registry.tags[("m", "1")]
+    assert TAG_ROLLOUT_SERVING_FROM in registry.tags[("m", "1")]
     calls, tags, records = list(target.calls), dict(registry.tags), list(registry.records)
     assert rec.reconcile(BINDING).outcome is Outcome.UNCHANGED
     assert [c for c in target.calls[len(calls) :] if c[0] != "get"] == []
@@ -63,6 +65,13 @@ def test_create_then_idempotent_then_update(registry: MemoryRegistry, target: Fa
         ("1", "2", "serving"),
     ]
     assert registry.records[-1].timeline[-1][1] == "ready"
+    # start and end of serving, named for what they are: v1 served from its rollout until v2's
+    v1, v2 = registry.tags[("m", "1")], registry.tags[("m", "2")]
+    assert v1[TAG_ROLLOUT_SERVING_UNTIL] == v2[TAG_ROLLOUT_SERVING_FROM] >= v1[TAG_ROLLOUT_SERVING_FROM]
+    assert v2[TAG_ROLLOUT_SERVING_FROM].endswith("Z") and v2[TAG_ROLLOUT_TARGET] == "local"
+    assert TAG_ROLLOUT_SERVING_UNTIL not in v2
+    assert [r.target for r in registry.records] == ["local", "local"]
+    assert registry.records[-1].name == "rollout v1 → v2 on churn"
 
 
 def test_deprecated_stage_is_honoured(registry: MemoryRegistry, target: FakeTarget) -> None:

@@ -146,3 +146,42 @@ def test_subscribed_events_are_mlflow_event_types() -> None:
         assert server.events == frozenset(EVENTS)
     finally:
         server.stop()
+
+
+def test_modelloop_own_tag_writes_are_not_logged() -> None:
+    """Each rollout sets `modelloop.*` tags; their deliveries come back and are acted on quietly (debug)."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("modelloop.deploy.webhook_http")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    events: list[Event] = []
+    server = WebhookServer(WebhookVerifier("k"), events.append).start()
+    try:
+        for i, (key, action) in enumerate(
+            [("modelloop.rollout", "set"), ("team", "set"), ("modelloop.x", "deleted")]
+        ):
+            body = json.dumps(
+                {"entity": "model_version_tag", "action": action, "data": {"name": "m", "key": key}}
+            )
+            ts = str(int(time.time()))
+            headers = {
+                "X-MLflow-Delivery-Id": f"t{i}",
+                "X-MLflow-Timestamp": ts,
+                "X-MLflow-Signature": sign("k", f"t{i}", ts, body),
+            }
+            assert post(server.url, body.encode(), headers) == 202
+    finally:
+        server.stop()
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    assert [e.is_own_tag_write for e in events] == [True, False, False]
+    said = [
+        (r.levelno, r.getMessage()) for r in records if r.getMessage().startswith("webhook model_version_tag")
+    ]
+    assert [level for level, _ in said] == [logging.DEBUG, logging.INFO, logging.INFO], said
+    assert server.accepted == 3

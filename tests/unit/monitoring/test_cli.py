@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from modelloop.cli import cli
+from modelloop.contract.durations import parse_duration
 from modelloop.contract.errors import InvalidInputError
 from modelloop.contract.predlog import Feedback, SqlPredictionLog
 from modelloop.monitoring.feedback import parse_label, read_labels_csv, record_feedback
-from modelloop.monitoring.window import Window, parse_duration, parse_time
+from modelloop.monitoring.window import Window, parse_time
 
 
 def _url(tmp_path: Path) -> str:
@@ -84,7 +85,7 @@ def test_monitor_argument_errors(tmp_path: Path) -> None:
         ("--start", "2026-01-01T00:00:00Z"): "go together",
         ("--window", "15m", "--start", "0", "--end", "60"): "either --window",
         ("--start", "0", "--end", "60", "--every", "60s"): "--every needs --window",
-        ("--window", "fifteen"): "duration must be a positive number",
+        ("--window", "fifteen"): "a duration is a number with an optional unit",
         ("--start", "60", "--end", "0"): "window end must be after its start",
         ("--start", "yesterday", "--end", "0"): "ISO-8601",
     }

@@ -7,6 +7,7 @@ the reference profile, the training metric, test metrics and the resolved config
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from modelloop.contract.registry import (
     PARAM_TASK,
     REFERENCE_PROFILE_PATH,
     RESOLVED_CONFIG_PATH,
+    TAG_MONITOR_NO_DRIFT_REASON,
     TAG_MONITOR_STATUS,
     TAG_RETRAIN_CAUSE,
     TAG_RETRAIN_DECISION,
@@ -41,14 +43,17 @@ from modelloop.contract.registry import (
     TAG_RETRAIN_MONITORING_RUN,
     TAG_RETRAIN_REPLACED_RUN,
     TAG_RETRAIN_RERUN_DECISION,
+    TAG_RETRAIN_STREAK,
     Route,
 )
 from modelloop.monitoring.config import ModelMonitorConfig, MonitorConfig, RetrainPolicy
+from modelloop.monitoring.firing import parse_fired_at
 from modelloop.monitoring.job import WindowOutcome, run_pass, run_window
 from modelloop.monitoring.memory_records import InMemoryMonitoringRecords
-from modelloop.monitoring.records import FAILED, FINISHED
+from modelloop.monitoring.records import FAILED, FINISHED, METRIC_EMPTY_BEFORE
 from modelloop.monitoring.report import ReportInput
 from modelloop.monitoring.retrain import Retrainer, RetrainLaunch, RetrainRequest
+from modelloop.monitoring.run_content import FEATURES_TABLE_PATH
 from modelloop.monitoring.trigger import Decision
 from modelloop.monitoring.window import Window
 
@@ -173,7 +178,9 @@ def test_firing_launches_with_the_training_config_and_tags_the_registry(world: W
     assert world.run(0).decision.decision is Decision.NOT_PERSISTENT
     fired = world.run(1)
     assert fired.decision.decision is Decision.FIRED
-    assert fired.decision.cause == f"drift:{world.version}:{window(0).id}"
+    # the cause names the window whose run fired; the streak (what "the same cause" means) its first window
+    assert fired.decision.cause == f"drift:{world.version}:{window(1).id}"
+    assert fired.decision.streak == f"drift:{world.version}:{window(0).id}"
     (request,) = world.retrainer.requests
     assert request.config_text == TRAINING_CONFIG and request.training_run_id == world.training_run
     assert request.monitoring_run_id == fired.run_id and request.tracking_uri == world.records.tracking_uri
@@ -183,7 +190,9 @@ def test_firing_launches_with_the_training_config_and_tags_the_registry(world: W
     for where in (world.registry.model_tags(MODEL), world.registry.version(MODEL, world.version).tags):
         assert where[TAG_RETRAIN_CAUSE] == fired.decision.cause
         assert where[TAG_RETRAIN_MONITORING_RUN] == fired.run_id
-        assert float(where[TAG_RETRAIN_FIRED_AT]) == window(1).end
+        assert where[TAG_RETRAIN_STREAK] == fired.decision.streak
+        assert where[TAG_RETRAIN_FIRED_AT].endswith("Z")  # ISO-8601 UTC
+        assert parse_fired_at(where[TAG_RETRAIN_FIRED_AT]) == window(1).end
 
 
 def test_rerunning_the_window_that_fired_carries_the_firing_over(world: World) -> None:
@@ -312,15 +321,67 @@ def test_scheduled_pass_skips_finished_windows_retries_failed_ones_and_isolates_
     assert outcomes == [] and skipped == [MODEL]
 
 
-def test_an_empty_window_is_recorded_without_reading_the_last_firing(world: World) -> None:
-    outcome = run_window(
-        "never-registered",
-        window(3),
-        store=world.store,
-        registry=world.registry,
-        records=world.records,
-        config=POLICY,
+def test_an_empty_window_is_not_a_run_and_is_counted_on_the_next_one(world: World) -> None:
+    empty = world.run(1)
+    assert empty.status == "empty" and empty.run_id == "" and empty.decision.decision is Decision.INSUFFICIENT
+    assert world.run_ids(1) == [] and world.records.history(MODEL) == []
+    ghost = run_window(
+        "never-registered", window(3), store=world.store, registry=world.registry, records=world.records
     )
-    assert outcome.status == "empty" and outcome.decision.decision is Decision.INSUFFICIENT
-    (run,) = world.records.window_runs("never-registered", window(3).id)
-    assert run.tags[TAG_MONITOR_STATUS] == "empty" and run.metrics["window.rows"] == 0
+    assert ghost.status == "empty" and ghost.run_id == ""  # no traffic: the registry is not even asked
+    world.traffic(0, shift=0.0)
+    world.traffic(4, shift=0.0)
+    first, later = world.run(0), world.run(4)
+    assert world.records.run(first.run_id).metrics[METRIC_EMPTY_BEFORE] == 0
+    # windows 1, 2 and 3 had no traffic: not recorded, counted on the next window's run and in its description
+    assert world.records.run(later.run_id).metrics[METRIC_EMPTY_BEFORE] == 3
+    assert "3 window(s) without traffic before this one" in world.records.named(later.run_id)[1]
+
+
+def test_a_window_run_is_named_described_and_keeps_per_feature_statistics_in_a_table(world: World) -> None:
+    world.traffic(0, shift=3.0)
+    outcome = world.run(0)
+    name, description = world.records.named(outcome.run_id)
+    start = window(0).iso()[0][11:16]
+    assert name.startswith(f"monitor {MODEL} {start}\u2013")
+    assert "**Dataset drifted.** 2 of 2 features drifted" in description
+    assert "`tenure`" in description and "Retraining:** not_persistent" in description
+    metrics = world.records.run(outcome.run_id).metrics
+    assert not any(k.startswith(("drift.wasserstein.", "drift.ks_pvalue.", "drift.psi.")) for k in metrics)
+    assert len(metrics) < 30 and metrics["drift.share_drifted"] == 1.0
+    table = json.loads(world.records.artifact(outcome.run_id, FEATURES_TABLE_PATH))
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert {r["feature"] for r in rows} == {*FEATURES, "(prediction)"}
+    tenure = next(r for r in rows if r["feature"] == "tenure")
+    assert tenure["drifted"] and tenure["decided_by"] == "ks_pvalue < 0.05" and tenure["value"] < 0.05
+
+
+def test_a_version_without_a_reference_profile_is_recorded_with_the_reason(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    bare = RunInfo(run_id="own-1", experiment_id="0", status="FINISHED")
+    world.registry.add_run(bare)
+    version = world.registry.register(MODEL, run_id=bare.run_id)
+    rng = np.random.default_rng(1)
+    for i in (5, 6):
+        table = pa.table(
+            {
+                TIME_COLUMN: pa.array(window(i).start + np.sort(rng.uniform(0, LENGTH - 1, 100))),
+                REQUEST_ID_COLUMN: pa.array([f"own-{i}-{n}" for n in range(100)]),
+                LATENCY_COLUMN: pa.array(np.full(100, 2.0)),
+                PREDICTION_COLUMN: pa.array(rng.integers(0, 2, 100)),
+                **{name: pa.array(rng.normal(0.0, 1.0, 100)) for name in FEATURES},
+            }
+        )
+        world.store.write(PredictionBatch(MODEL, version, Route.CHAMPION, table))
+    with caplog.at_level("WARNING", logger="modelloop.monitoring.measure"):
+        first, second = world.run(5), world.run(6)
+    assert first.status == second.status == "no_reference" and first.summary is None
+    tags = world.tags(first.run_id)
+    assert tags[TAG_MONITOR_STATUS] == "no_reference"
+    reason = tags[TAG_MONITOR_NO_DRIFT_REASON]
+    assert f"version {version} has no reference profile" in reason and "modelloop profile" in reason
+    assert "Drift not measured." in world.records.named(first.run_id)[1]
+    # one log line for the version, not one per window
+    assert [r.getMessage() for r in caplog.records].count(f"model {MODEL} version {version}: {reason}") == 1
+    assert first.decision.decision is Decision.INSUFFICIENT and world.retrainer.requests == []

@@ -1,4 +1,5 @@
-"""The HTML report of a window: its plots, the PSI bands, and nothing dropped silently."""
+"""The HTML report of a window: its plots, one verdict per feature, the watched quality metric, and nothing
+dropped silently."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from modelloop.monitoring.drift import feature_drift, summarise
 from modelloop.monitoring.report import MAX_FEATURE_PLOTS, ReportInput, write_report
 
 
-def _report(tmp_path: Path, shifted: int) -> tuple[str, dict[str, object]]:
+def _report(tmp_path: Path, shifted: int, *, watched: str | None = None) -> tuple[str, dict[str, object]]:
     rng = np.random.default_rng(4)
     names = [f"x{i:02d}" for i in range(20)]
     profile = build_profile(pd.DataFrame(rng.normal(size=(3000, 20)), columns=names), None, task="regression")
@@ -47,6 +48,7 @@ def _report(tmp_path: Path, shifted: int) -> tuple[str, dict[str, object]]:
             drift_share=0.5,
             decision="not_persistent",
             decision_detail="window not drifted",
+            quality_metric=watched,
         ),
     )
     page = (tmp_path / "report.html").read_text()
@@ -59,7 +61,9 @@ def test_report_plots_and_tables(tmp_path: Path) -> None:
     assert page.count("data:image/png;base64,") == 2  # drift history, distributions of drifted features
     assert "3 of 20 features drifted" in page and "not drifted" in page
     assert "most drifted of" not in page
-    assert page.count("<td>major</td>") == 3  # a 1-sd shift: PSI band major, shown per feature
+    # one verdict per feature, the comparison that decided it: no PSI band beside it to contradict it
+    assert page.count("<td>drifted: wasserstein ") == 3 and page.count("<td>not drifted: wasserstein ") == 17
+    assert "PSI band" not in page and "<td>major</td>" not in page
     features = payload["features"]
     assert isinstance(features, dict) and len(features) == 20
     assert sorted(n for n, f in features.items() if f["drifted"]) == ["x00", "x01", "x02"]
@@ -69,3 +73,10 @@ def test_report_says_when_plots_are_capped(tmp_path: Path) -> None:
     page, _ = _report(tmp_path, shifted=15)
     assert f"The {MAX_FEATURE_PLOTS} most drifted of 15 drifted features are plotted" in page
     assert "DRIFTED" in page
+
+
+def test_the_quality_table_shows_the_watched_metric_even_when_it_cannot_be_measured(tmp_path: Path) -> None:
+    page, payload = _report(tmp_path, shifted=0, watched="roc_auc")
+    assert "<td>roc_auc (watched)</td><td>not measurable from the logged predictions</td>" in page
+    assert "<td>accuracy</td><td>0.9</td><td>0.95</td>" in page
+    assert payload["quality_metric"] == "roc_auc"

@@ -27,7 +27,8 @@ def _decide(records: list[WindowRecord], last: LastFiring | None = None, policy:
 def test_fires_after_k_consecutive_drifted_windows_only() -> None:
     assert _decide([_rec(0, 0.6), _rec(1, 0.7)]).decision is Decision.NOT_PERSISTENT
     fired = _decide([_rec(0, 0.6), _rec(1, 0.7), _rec(2, 0.5)])
-    assert fired.fire and fired.cause == "drift:1:w0"
+    # the cause names the window that fired; the streak, its first window
+    assert fired.fire and fired.cause == "drift:1:w2" and fired.streak == "drift:1:w0"
 
 
 def test_a_clean_window_breaks_the_streak() -> None:
@@ -45,7 +46,7 @@ def test_small_windows_neither_count_nor_break() -> None:
         _rec(4, 0.8),
     ]
     decision = _decide(records)
-    assert decision.fire and decision.cause == "drift:1:w0"
+    assert decision.fire and decision.cause == "drift:1:w4" and decision.streak == "drift:1:w0"
     assert _decide([_rec(0, 0.9), _rec(1, 0.9), _rec(2, 0.9, rows=50)]).decision is Decision.INSUFFICIENT
 
 
@@ -60,7 +61,11 @@ def test_same_cause_never_fires_twice_and_cooldown_holds() -> None:
     assert _decide(records, last).decision is Decision.ALREADY_FIRED
     later = [*records, _rec(4, 0.1), _rec(5, 0.9), _rec(6, 0.9), _rec(7, 0.9)]
     cooled = _decide(later, last)
-    assert cooled.decision is Decision.COOLDOWN and cooled.cause == "drift:1:w5"
+    assert (
+        cooled.decision is Decision.COOLDOWN
+        and cooled.streak == "drift:1:w5"
+        and cooled.cause == "drift:1:w7"
+    )
     free = RetrainPolicy(consecutive_windows=3, min_rows=100, cooldown_seconds=900 * 5)  # exactly elapsed
     assert _decide(later, last, free).fire
 
@@ -68,7 +73,7 @@ def test_same_cause_never_fires_twice_and_cooldown_holds() -> None:
 def test_quality_below_floor_fires_with_its_own_cause() -> None:
     records = [_rec(0, 0.0, quality=True), _rec(1, 0.0, quality=True)]
     decision = _decide(records)
-    assert decision.fire and decision.cause == "quality:1:w0"
+    assert decision.fire and decision.cause == "quality:1:w1" and decision.streak == "quality:1:w0"
 
 
 def test_disabled_and_future_windows_ignored() -> None:

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from modelloop.contract.registry import TAG_RUN_KIND
 from modelloop.training.trial_runs import (
+    TAG_TRIAL_PRUNED,
     TAG_TRIAL_STATE,
     TAG_TRIAL_WORKER,
     WORKER_ATTR,
@@ -62,7 +63,9 @@ def test_nested_trial_runs(tmp_path: Path, kind: str) -> None:
     assert done.data.metrics["validation.loss"] == pytest.approx(study.trials[0].value)
     history = client.get_metric_history(done.info.run_id, "validation.loss.by_stage")
     assert [(m.step, m.value) for m in history] == [(0, pytest.approx(study.trials[0].params["x"] * 2))]
-    assert by_number[3].info.status == "KILLED" and by_number[3].data.tags[TAG_TRIAL_STATE] == "PRUNED"
+    pruned = by_number[3]  # stopped early on purpose: a finished run, tagged pruned (not a red KILLED)
+    assert pruned.info.status == "FINISHED" and pruned.data.tags[TAG_TRIAL_STATE] == "PRUNED"
+    assert pruned.data.tags[TAG_TRIAL_PRUNED] == "true" and TAG_TRIAL_PRUNED not in done.data.tags
     assert by_number[4].info.status == "FAILED" and "validation.loss" not in by_number[4].data.metrics
     assert all(r.info.end_time >= r.info.start_time for r in runs)
 
