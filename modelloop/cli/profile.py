@@ -13,8 +13,8 @@ nothing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +22,7 @@ import click
 
 from modelloop.cli.errors import reports_errors
 from modelloop.contract.errors import InvalidInputError, clip
+from modelloop.contract.timestamps import iso_utc
 
 if TYPE_CHECKING:
     import numpy as np
@@ -278,7 +279,7 @@ def build(registry: MlflowModelRegistry, asked: _Asked) -> tuple[str, str, str, 
     version_tags = {
         TAG_TRAINING_RUN: info.run_id,
         TAG_PROFILE_SOURCE: asked.rows.source,
-        TAG_PROFILED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+        TAG_PROFILED_AT: iso_utc(time.time()),
     }
     said = f"profiled {name}/{version} ({task}) on {asked.rows.source}"
     if asked.target is not None:

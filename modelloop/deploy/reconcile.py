@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from modelloop.contract.registry import (
@@ -35,6 +34,7 @@ from modelloop.contract.registry import (
     TAG_ROLLOUT_SERVING_UNTIL,
     TAG_ROLLOUT_TARGET,
 )
+from modelloop.contract.timestamps import iso_utc
 
 from .addresses import serving_address
 from .bindings import Binding
@@ -309,11 +309,6 @@ class Reconciler:
             self._pending.pop(0)
 
 
-def iso_utc(when: float) -> str:
-    """Unix seconds as ISO-8601 UTC to the second, e.g. 2026-11-30T04:12:07Z."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _where(spec: DeploymentSpec, address: str) -> dict[str, str]:
     """The tags saying where a version was rolled out: binding, target and (when known) address."""
     tags = {TAG_ROLLOUT_BINDING: spec.name, TAG_ROLLOUT_TARGET: spec.binding.target}
@@ -332,4 +327,4 @@ class _TagWrite:
         return f"tags of {self.model}/{self.version}"
 
 
-__all__ = ["Outcome", "Reconciler", "Result", "iso_utc"]
+__all__ = ["Outcome", "Reconciler", "Result"]

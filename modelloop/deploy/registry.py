@@ -43,6 +43,7 @@ from modelloop.contract.registry import (
     TAG_ROLLOUT_RECORD_ID,
     TAG_RUN_KIND,
 )
+from modelloop.contract.timestamps import iso_utc
 
 from .errors import PermanentError, TemporaryError
 
@@ -189,7 +190,7 @@ def deployment_run(record: RolloutRecord, folder: Path) -> DeploymentRun:
         dep.PARAM_OUTCOME: record.outcome,
         dep.PARAM_TARGET: record.target,
         dep.PARAM_ADDRESS: record.address,
-        dep.PARAM_AT: at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        dep.PARAM_AT: iso_utc(at.timestamp()),
     }
     tags = {TAG_RUN_KIND: "deployment", RUN_TAG_BINDING: record.binding}
     if record.reason:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from modelloop.contract.errors import ModelloopError
 from modelloop.contract.model_registry import ModelRegistry
@@ -33,6 +32,7 @@ from modelloop.contract.registry import (
     TAG_RETRAIN_RERUN_DECISION,
     TAG_RETRAIN_STREAK,
 )
+from modelloop.contract.timestamps import iso_utc, unix_seconds
 from modelloop.monitoring.measure import Measurement
 from modelloop.monitoring.records import WindowRun
 from modelloop.monitoring.reference import Reference, training_config
@@ -76,7 +76,7 @@ def last_firing(registry: ModelRegistry, model_name: str) -> LastFiring | None:
 
 def fired_at(window_end: float) -> str:
     """The `fired_at` tag: a window end as ISO-8601 UTC."""
-    return datetime.fromtimestamp(window_end, UTC).isoformat().replace("+00:00", "Z")
+    return iso_utc(window_end)
 
 
 def parse_fired_at(text: str | None) -> float | None:
@@ -84,15 +84,10 @@ def parse_fired_at(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
+        return unix_seconds(text)
     except ValueError:
         log.warning("tag %s is neither ISO-8601 nor unix seconds; ignored", TAG_RETRAIN_FIRED_AT)
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def settle(

@@ -32,6 +32,7 @@ from modelloop.contract.predlog import (
     PredictionLogStore,
 )
 from modelloop.contract.registry import Route
+from modelloop.contract.timestamps import unix_seconds
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,9 @@ _NOT_FEATURES = {
 def parse_time(text: str) -> float:
     """Unix seconds from an ISO-8601 time (UTC unless it says otherwise) or a number of unix seconds."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
+        return unix_seconds(text)
     except ValueError:
         raise InvalidInputError("time must be ISO-8601 (e.g. 2026-11-23T08:15:00Z) or unix seconds") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def _stamp(t: float) -> str:
