@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from modelloop.cli.errors import reports_errors
+from modelloop.cli.options import option, tracking_uri_option
 from modelloop.contract.errors import InvalidInputError, clip
 from modelloop.contract.timestamps import iso_utc
 
@@ -307,23 +308,23 @@ def build(registry: MlflowModelRegistry, asked: _Asked) -> tuple[str, str, str, 
 
 
 @click.command()
-@click.option("--model", required=True, help="The version to profile: NAME/VERSION or NAME@ALIAS.")
-@click.option("--data", type=click.Path(path_type=Path), help="A .csv or .parquet file of rows it scores.")
-@click.option("--query", help="A SQL query giving the rows (with --url).")
-@click.option("--url", help="SQLAlchemy URL of the database --query reads.")
-@click.option("--target", help="The label column: scores the version (and the gate, with --baseline).")
-@click.option(
+@option("--model", required=True, help="The version to profile: NAME/VERSION or NAME@ALIAS.")
+@option("--data", type=click.Path(path_type=Path), help="A .csv or .parquet file of rows it scores.")
+@option("--query", help="A SQL query giving the rows (with --url).")
+@option("--url", help="SQLAlchemy URL of the database --query reads.")
+@option("--target", help="The label column: scores the version (and the gate, with --baseline).")
+@option(
     "--task",
     type=click.Choice(["classification", "regression"]),
     help="Default: from the model (a scikit-learn classifier, or non-float predictions: classification).",
 )
-@click.option("--metric", help="The metric the gate compares (default: roc_auc, accuracy or rmse).")
-@click.option(
+@option("--metric", help="The metric the gate compares (default: roc_auc, accuracy or rmse).")
+@option(
     "--baseline",
     help="What the version must beat on these rows: NAME/VERSION, NAME@ALIAS or dummy (needs --target).",
 )
-@click.option("--replace", is_flag=True, help="Write a new profile over one the version already has.")
-@click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
+@option("--replace", is_flag=True, help="Write a new profile over one the version already has.")
+@tracking_uri_option()
 @reports_errors
 def profile(
     *,
