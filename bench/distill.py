@@ -5,8 +5,10 @@ Workload: the demo's training config (`modelloop.cli.demo_loop.training_config`:
 demo's breast-cancer table, tuned for ROC AUC) with 20 trials and, as `distill`, a bare depth-6 decision tree
 as the student, fitted on the teacher's probabilities softened at temperature 2, trained by `run_training`
 against a real `mlflow server`. Both registered versions are then loaded the way the scoring server loads
-them (`serving.model_host.load_model`: the numpy fast path where the model answers alike) and one test row is
-predicted many times in this process; the median is each model's single-row latency as served. The latencies
+them (`serving.model_host.load_model`: the numpy fast path where the model answers alike; for the bare tree
+its fitted tree's own traversal, `serving.fast_input.tree_method`) and one test row is predicted many times in
+this process; the median is each model's single-row latency as served (the model's share of a request: the
+gRPC round trip, validation and batching around it are the same for both and not counted). The latencies
 the training logged on the student's run (a DataFrame row straight into the model) are printed beside them.
 Targets (the issue): student at least 5x faster, ROC AUC within 0.01 of the teacher's. Returns non-zero when
 either is missed.

@@ -1,22 +1,27 @@
 """A bounded uniform sample of a batch's inputs, and its drift against the version's reference profile.
 
-Used by `batch.scoring`: every accepted chunk is offered to `InputSample.add`, which keeps the `capacity` rows
-with the smallest random keys seen so far (a uniform sample without replacement, whatever the input's size,
-in memory bounded by `capacity` rows); `drift` then measures it with monitoring's statistics
-(`monitoring.drift.feature_drift`, `summarise`), as a monitoring window is measured.
+Used by `batch.scoring`: the accepted rows of every chunk are offered to `InputSample.add`, which keeps the
+`capacity` rows with the smallest random keys seen so far (a uniform sample without replacement, whatever the
+input's size). Only rows whose key is below the current cut-off are copied out of a chunk (once the sample is
+full, few are), and the kept rows are trimmed back to `capacity` when they pass 1.5 x `capacity`, so memory
+stays bounded by 1.5 x `capacity` rows and a chunk costs a copy of its few candidates, not of the sample.
+`drift` then measures the sample with monitoring's statistics (`monitoring.drift.feature_drift`,
+`summarise`), as a monitoring window is measured; those (and SciPy under them) are imported only then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from modelloop.contract.profile import ReferenceProfile
-from modelloop.monitoring.config import DriftRules
-from modelloop.monitoring.drift import DriftSummary, FeatureDrift, feature_drift, summarise
+if TYPE_CHECKING:
+    from modelloop.contract.profile import ReferenceProfile
+    from modelloop.monitoring.config import DriftRules
+    from modelloop.monitoring.drift import DriftSummary, FeatureDrift
 
 DEFAULT_CAPACITY = 100_000
 
@@ -28,49 +33,71 @@ class InputSample:
         self.columns = columns
         self.capacity = capacity
         self._rng = np.random.default_rng(seed)
-        self._table: pa.Table | None = None
-        self._keys = np.empty(0)
+        self._parts: list[pa.Table] = []
+        self._keys: list[np.ndarray[Any, Any]] = []
+        self._held = 0
+        self._cut = np.inf  # keys at or above it can no longer be among the `capacity` smallest
         self.seen = 0
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        n = batch.num_rows
+    def add(self, batch: pa.RecordBatch, rows: np.ndarray[Any, Any] | None = None) -> None:
+        """Offer the rows of `batch` at positions `rows` (default: all of them)."""
+        n = batch.num_rows if rows is None else int(rows.size)
         if not n:
             return
         self.seen += n
         keys = self._rng.random(n)
-        full = self._keys.size >= self.capacity
-        if full:
-            pick = np.flatnonzero(keys < self._keys.max())
+        pick = np.flatnonzero(keys < self._cut) if np.isfinite(self._cut) else None
+        if pick is not None:
             if not pick.size:
                 return
             keys = keys[pick]
-            batch = batch.take(pa.array(pick))
+        positions = pick if rows is None else (rows if pick is None else rows[pick])
         names = [c for c in self.columns if c in batch.schema.names]
-        part = pa.Table.from_batches([batch.select(names)])
-        table = (
-            part if self._table is None else pa.concat_tables([self._table, part], promote_options="default")
-        )
-        all_keys = np.concatenate([self._keys, keys])
-        if all_keys.size > self.capacity:
-            keep = np.sort(np.argpartition(all_keys, self.capacity - 1)[: self.capacity])
-            table, all_keys = table.take(pa.array(keep)), all_keys[keep]
-        self._table, self._keys = table.combine_chunks(), all_keys
+        part = batch.select(names)
+        if positions is not None and positions.size != batch.num_rows:
+            part = part.take(pa.array(positions, type=pa.int64()))
+        self._parts.append(pa.Table.from_batches([part]))
+        self._keys.append(keys)
+        self._held += int(keys.size)
+        if self._held > self.capacity + self.capacity // 2:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep the `capacity` rows with the smallest keys (in the order they came), as one table."""
+        if not self._parts:
+            return
+        table = pa.concat_tables(self._parts, promote_options="default")
+        keys = np.concatenate(self._keys)
+        if keys.size > self.capacity:
+            keep = np.sort(np.argpartition(keys, self.capacity - 1)[: self.capacity])
+            table, keys = table.take(pa.array(keep, type=pa.int64())), keys[keep]
+            self._cut = float(keys.max())
+        self._parts, self._keys, self._held = [table.combine_chunks()], [keys], int(keys.size)
+
+    def table(self) -> pa.Table | None:
+        """The sampled rows (None before any)."""
+        self._trim()
+        return self._parts[0] if self._parts else None
 
     @property
     def rows(self) -> int:
-        return 0 if self._table is None else self._table.num_rows
+        return min(self._held, self.capacity)
 
     def drift(
         self, profile: ReferenceProfile, rules: DriftRules | None = None
     ) -> tuple[dict[str, FeatureDrift], DriftSummary]:
         """Each profiled feature's drift on the sample, and the dataset's verdict."""
+        from modelloop.monitoring.config import DriftRules
+        from modelloop.monitoring.drift import feature_drift, summarise
+
         rules = rules or DriftRules()
+        table = self.table()
         total = self.rows
         features: dict[str, FeatureDrift] = {}
         for name, feature_profile in profile.features.items():
             column = None
-            if self._table is not None and name in self._table.schema.names:
-                column = self._table.column(name)
+            if table is not None and name in table.schema.names:
+                column = table.column(name)
             features[name] = feature_drift(name, feature_profile, column, rules, total=total)
         return features, summarise(features, rules)
 

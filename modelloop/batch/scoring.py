@@ -10,7 +10,8 @@ bench. `score_batch(job)`:
    (`batch.rows`), predicts the rows, and writes both to the sink (`batch.sinks`), offering the rows to a
    bounded sample for the drift summary (`batch.sample`), and shows progress (`batch.progress`);
 3. commits the sink (nothing was visible before; on any failure the sink is aborted and nothing is left);
-4. measures the sample's drift against the version's reference profile, and hands the result to the recorder
+4. measures the sample's drift against the version's reference profile (the one the loader read for the
+   unseen-category policy: no second download), and hands the result to the recorder
    (`batch.records`: the MLflow run). A record that fails after the commit is reported as such; re-running
    the same batch id replaces the output and continues the same run.
 
@@ -27,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +44,9 @@ from .sample import DriftReport, InputSample
 from .shards import WHOLE, Shard
 from .sinks import Sink
 from .sources import CsvSource, ParquetSource, Source
+
+if TYPE_CHECKING:
+    from modelloop.contract.profile import ReferenceProfile
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,8 @@ class _Outputs:
     def _ids(self, first_row: int, batch: pa.RecordBatch, positions: np.ndarray[Any, Any]) -> dict[str, Any]:
         if not self.keys:
             return {ROW_COLUMN: pa.array(first_row + positions, type=pa.int64())}
+        if positions.size == batch.num_rows:  # every row (positions are sorted): no copy
+            return {k: batch.column(k) for k in self.keys}
         take = pa.array(positions, type=pa.int64())
         return {k: batch.column(k).take(take) for k in self.keys}
 
@@ -169,10 +175,10 @@ class _Outputs:
             for i, name in enumerate(self.proba_names):
                 values = np.asarray(proba)[:, i] if proba is not None else np.full(len(pred), np.nan)
                 scored[name] = pa.array(values)
-        scored["model_version"] = pa.array([version] * checked.accepted.size, type=pa.string())
+        scored["model_version"] = _repeated(version, checked.accepted.size)
         rejects: dict[str, Any] = self._ids(first_row, batch, checked.rejected)
         rejects["reason"] = pa.array(checked.reasons, type=pa.string())
-        rejects["model_version"] = pa.array([version] * checked.rejected.size, type=pa.string())
+        rejects["model_version"] = _repeated(version, checked.rejected.size)
         scored_table = pa.table(scored) if checked.features is not None else None
         rejects_table = pa.table(rejects)
         if scored_table is not None and self.scored_schema is None:
@@ -190,6 +196,11 @@ class _Outputs:
     def fallback_rejects(self) -> pa.Schema:
         ids = [pa.field(k, pa.string()) for k in self.keys] or [pa.field(ROW_COLUMN, pa.int64())]
         return pa.schema([*ids, pa.field("reason", pa.string()), pa.field("model_version", pa.string())])
+
+
+def _repeated(text: str, n: int) -> pa.Array:
+    """A string column of `n` times `text`."""
+    return pa.repeat(pa.scalar(text, type=pa.string()), int(n))
 
 
 def _check_input(model: LoadedModel, source: Source, names: list[str], keys: tuple[str, ...]) -> None:
@@ -244,7 +255,7 @@ def _score(job: BatchJob) -> BatchResult:
         scored_table, rejects_table = outputs.tables(chunk.first_row, chunk.batch, checked)
         job.sink.write(scored_table, rejects_table)
         if job.drift and checked.accepted.size:
-            sample.add(chunk.batch.take(pa.array(checked.accepted, type=pa.int64())))
+            sample.add(chunk.batch, checked.accepted)
         for reason in checked.reasons:
             reasons[reason] = reasons.get(reason, 0) + 1
         scored += int(checked.accepted.size)
@@ -276,15 +287,22 @@ def _drift(job: BatchJob, model: LoadedModel, sample: InputSample) -> DriftRepor
     """The sample's drift against the version's reference profile; None without one (logged)."""
     if not job.drift or not sample.rows:
         return None
-    from modelloop.adapters.mlflow_registry import MlflowModelRegistry
-
-    try:
-        profile = MlflowModelRegistry(job.tracking_uri).reference_profile(model.name, model.version)
-    except ModelloopError as exc:
-        log.info("model %s/%s: no reference profile, no drift summary (%s)", model.name, model.version, exc)
+    profile = model.profile if model.profile is not None else _read_profile(job, model)
+    if profile is None:
         return None
     features, summary = sample.drift(profile)
     return DriftReport(sample.rows, features, summary)
+
+
+def _read_profile(job: BatchJob, model: LoadedModel) -> ReferenceProfile | None:
+    """The profile from the registry, for a model whose loader kept none (the loader reads it once)."""
+    from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+
+    try:
+        return MlflowModelRegistry(job.tracking_uri).reference_profile(model.name, model.version)
+    except ModelloopError as exc:
+        log.info("model %s/%s: no reference profile, no drift summary (%s)", model.name, model.version, exc)
+        return None
 
 
 __all__ = [

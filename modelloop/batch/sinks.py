@@ -53,6 +53,15 @@ def part_name(batch_id: str, shard: Shard) -> str:
     return f"{batch_id}-{shard.index:05d}.parquet"
 
 
+def _repetitive(schema: pa.Schema) -> list[str]:
+    """The columns worth a dictionary: the text ones (the model version, reasons, text keys and labels).
+    Numbers are written plainly: trying a dictionary on probabilities tripled the writer's CPU time (0.07 ->
+    0.2 s per 1,000,000 rows of key, prediction, two probabilities, version) and gave a larger file."""
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    kept = (*text, pa.types.is_dictionary)  # a column that already is a dictionary stays one
+    return [f.name for f in schema if any(is_text(f.type) for is_text in kept)]
+
+
 class _ParquetPart:
     def __init__(self, final: Path) -> None:
         self.final = final
@@ -64,7 +73,9 @@ class _ParquetPart:
 
         if self.writer is None:
             self.final.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.temp, table.schema, compression="snappy")
+            self.writer = pq.ParquetWriter(
+                self.temp, table.schema, compression="snappy", use_dictionary=_repetitive(table.schema)
+            )
         self.writer.write_table(table)
 
     def commit(self, schema: pa.Schema, *, keep_empty: bool) -> None:

@@ -106,6 +106,8 @@ def _score_here(options: dict[str, object], tracking_uri: str, batch_id: str) ->
 
     shards = int(str(options["shards"]))
     shard = Shard(int(str(options["shard_index"])), shards)
+    if shards > 1:
+        _one_arrow_thread()
     source = open_source(
         input_path=_path(options["input_path"]),
         query=_text(options["query"]),
@@ -155,6 +157,15 @@ def _launch(options: dict[str, object], tracking_uri: str, batch_id: str) -> Non
         namespace=_text(options["namespace"]), kubeconfig=_path(options["kubeconfig"]),
     )  # fmt: skip
     click.echo(f"batch {batch_id}: {launched}; MLflow parent run {parent}")
+
+
+def _one_arrow_thread() -> None:
+    """One Arrow CPU thread: a shard shares the machine with the other shards (each reads and writes on
+    its own core), so Arrow's pool (one thread per core by default, whatever the affinity) would only
+    oversubscribe it."""
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)
 
 
 def _given_args() -> list[str]:

@@ -6,7 +6,9 @@ check feature names costs several times the prediction itself on small batches (
 warns when given a bare matrix, so this module orders the matrix columns as the model was fitted
 (`fitted_order`, which the DataFrame path uses too), drops the remembered names from the first estimator,
 and keeps the fast path only when the model then answers a probe exactly as it does with a DataFrame and
-without a warning; otherwise it restores the names and the caller stays on the DataFrame path.
+without a warning; otherwise it restores the names and the caller stays on the DataFrame path. A bare
+decision tree on that path is answered by its fitted tree's traversal (`tree_method`), skipping the input
+checks scikit-learn repeats on every call, under the same bit-identical probe.
 """
 
 from __future__ import annotations
@@ -122,4 +124,43 @@ def _probe(
     return None
 
 
-__all__ = ["PROBE_LOCK", "first_estimator", "fitted_order", "matrix_feeder", "same_answers"]
+#: The bare trees whose answer is their fitted tree's own traversal, and the method that gives it.
+_TREE_METHODS = {"DecisionTreeClassifier": "predict_proba", "DecisionTreeRegressor": "predict"}
+
+
+def tree_method(model: Any, method: Callable[[Any], Any], n_features: int) -> Callable[[Any], Any] | None:
+    """For a bare scikit-learn decision tree fed a matrix: its fitted tree's traversal on float32 rows, which
+    is what `method` computes after checking its input (the checks cost ~70 us per call, the traversal ~3 us:
+    measured on a depth-6 tree of 30 features). Rows holding a NaN or an infinity go to `method` itself, which
+    answers or refuses them as before. Kept only when the method answers a probe matrix without a warning and
+    the traversal answers it bit-identically; else None."""
+    kind = type(model).__name__
+    if (
+        not type(model).__module__.startswith("sklearn.tree")
+        or _TREE_METHODS.get(kind) != getattr(method, "__name__", "")
+        or getattr(model, "n_outputs_", None) != 1
+        or getattr(model, "n_features_in_", None) != n_features
+    ):
+        return None
+    tree = model.tree_
+    classes = int(model.n_classes_) if kind == "DecisionTreeClassifier" else None
+
+    def traverse(matrix: Any) -> Any:
+        if not np.isfinite(matrix).all():
+            return method(matrix)
+        out = tree.predict(np.ascontiguousarray(matrix, dtype=np.float32))
+        return out[:, :classes] if classes is not None else out[:, 0]  # as the method slices it
+
+    probe = np.random.default_rng(0).normal(size=(_PROBE_ROWS, n_features))
+    try:
+        with PROBE_LOCK, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            expected = np.asarray(method(probe))
+        if not caught and same_answers(np.asarray(traverse(probe)), expected):
+            return traverse
+    except Exception:
+        log.debug("tree traversal fails the probe; the tree's own method is kept", exc_info=True)
+    return None
+
+
+__all__ = ["PROBE_LOCK", "first_estimator", "fitted_order", "matrix_feeder", "same_answers", "tree_method"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,11 @@ import numpy as np
 from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.contract.errors import ModelloopError, NotFoundError
 from modelloop.contract.model_registry import ModelRegistry
-from modelloop.contract.profile import OTHER_CATEGORY, CategoricalProfile
+from modelloop.contract.profile import OTHER_CATEGORY, CategoricalProfile, ReferenceProfile
 
 from .column_feeder import column_feeder
 from .errors import ModelLoadError, NotReadyError, clip
-from .fast_input import fitted_order, matrix_feeder
+from .fast_input import fitted_order, matrix_feeder, tree_method
 from .schema import Features, ModelSchema
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class LoadedModel:
     schema: ModelSchema
     platform: str
     predict_fn: Callable[[Features], Prediction]
+    #: the version's reference profile as read at load (None: none readable); batch scoring's drift reuses it
+    profile: ReferenceProfile | None = field(default=None, repr=False, compare=False)
 
     def predict(self, features: Features) -> Prediction:
         return self.predict_fn(features)
@@ -108,12 +110,15 @@ def _fastest_path(
     label: str,
 ) -> Callable[[Features], Any]:
     """Rows -> the model's raw answer, by the cheapest path that answers exactly as a DataFrame does: a
-    numpy matrix (`serving.fast_input`, all-float models), a compiled ColumnTransformer
-    (`serving.column_feeder`, mixed-type pipelines), else the DataFrame itself."""
+    numpy matrix (`serving.fast_input`, all-float models; a bare decision tree's own traversal when it answers
+    alike), a compiled ColumnTransformer (`serving.column_feeder`, mixed-type pipelines), else the DataFrame
+    itself."""
     feed = matrix_feeder(model, schema, method, frame)
     if feed is not None:
-        log.info("%s is fed a numpy matrix (fast path)", label)
-        return lambda features: method(feed(features))
+        traverse = tree_method(model, method, len(schema.names))
+        log.info("%s is fed a numpy matrix (fast path%s)", label, ", tree traversal" if traverse else "")
+        answer = traverse or method
+        return lambda features: answer(feed(features))
     compiled = None if schema.all_float else column_feeder(model, schema, method, frame)
     if compiled is not None:
         log.info("%s is fed numpy columns through its compiled ColumnTransformer (fast path)", label)
@@ -152,7 +157,8 @@ def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_00
     version = resolve_version(registry, name, ref)
     info = registry.version(name, version)  # NotFoundError naming the model or the version
     artifact = registry.load_model(name, version)
-    categories = _categories(registry, name, version) if info.run_id else {}
+    profile = _profile(registry, name, version) if info.run_id else None
+    categories = _categories(profile)
     try:
         if artifact.flavour == "sklearn":
             classes = getattr(artifact.model, "classes_", None)
@@ -161,11 +167,11 @@ def load_model(tracking_uri: str, name: str, ref: str, *, max_rows: int = 100_00
                 max_rows=max_rows,
             )  # fmt: skip
             predict = sklearn_predictor(artifact.model, schema, label=f"model {name}/{version}")
-            loaded = LoadedModel(name, version, schema, "sklearn", predict)
+            loaded = LoadedModel(name, version, schema, "sklearn", predict, profile)
         else:
             schema = ModelSchema.from_signature(artifact.signature, categories=categories, max_rows=max_rows)
             loaded = LoadedModel(
-                name, version, schema, "mlflow_pyfunc", _pyfunc_predictor(artifact.model, schema)
+                name, version, schema, "mlflow_pyfunc", _pyfunc_predictor(artifact.model, schema), profile
             )
     except ModelloopError:
         raise
@@ -232,15 +238,21 @@ class DetachedLoader:
                 done.set()
 
 
-def _categories(registry: ModelRegistry, name: str, version: str) -> dict[str, frozenset[str]]:
-    """Known categories per string column from the version's reference profile, where the profile lists them
-    all (a profile that pooled rare categories cannot tell unseen from rare: that column is not checked)."""
+def _profile(registry: ModelRegistry, name: str, version: str) -> ReferenceProfile | None:
+    """The version's reference profile; None (logged) when it has none or it cannot be read."""
     try:
-        profile = registry.reference_profile(name, version)
+        return registry.reference_profile(name, version)
     except ModelloopError:
         log.info(
             "model %s/%s has no readable reference profile; unseen categories are not checked", name, version
         )
+        return None
+
+
+def _categories(profile: ReferenceProfile | None) -> dict[str, frozenset[str]]:
+    """Known categories per string column from the version's reference profile, where the profile lists them
+    all (a profile that pooled rare categories cannot tell unseen from rare: that column is not checked)."""
+    if profile is None:
         return {}
     return {
         column: frozenset(p.frequencies)

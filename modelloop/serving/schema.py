@@ -252,7 +252,9 @@ class ModelSchema:
                 else _missing_column(col, n_rows)
             )
         if self.all_float:
-            return Features(n_rows, matrix=np.column_stack([out[n] for n in names]).astype(np.float64))
+            return Features(
+                n_rows, matrix=np.column_stack([out[n] for n in names]).astype(np.float64, copy=False)
+            )
         return Features(n_rows, columns=out)
 
     def _check_rows(self, n_rows: int) -> None:

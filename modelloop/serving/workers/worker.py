@@ -3,12 +3,14 @@ supervisor (`serving.workers.supervisor`). Started by the supervisor (multiproce
 
 The link is a duplex pipe. What the worker sends: `("ready", statuses)` once it serves, `("failed", error)`
 when it cannot start, `("admin", id, op, kwargs)` when an admin call (hot swap) reached it, `("reply", id,
-ok, value)` to a command. What the supervisor sends: `("reply", id, ok, value)` to an admin call, and the
-commands `("prepare", id, kwargs)` (load and warm, switch nothing), `("commit", id, prepare_id)`, `("abort",
-id, prepare_id)` and `("unload", id, kwargs)`. A reader thread receives; commands run on the event loop.
+ok, value)` to a command. What the supervisor sends: `("reply", id, ok, value)` to an admin call, `("peers",)`
+when a worker's slot in `states` changed, and the commands `("prepare", id, kwargs)` (load and warm, switch
+nothing), `("commit", id, prepare_id)`, `("abort", id, prepare_id)` and `("unload", id, kwargs)`. A reader
+thread receives; commands run on the event loop.
 
-Health: the worker sets its slot in the shared `states` array to 1 once it serves, and every
-`PEER_POLL_SECONDS` tells its server whether every slot is 1 (health SERVING only then).
+Health: the worker sets its slot in the shared `states` array to 1 once it serves; when it starts and on
+every `("peers",)` it tells its server whether every slot is 1 (health SERVING only then). Nothing polls: an
+idle worker costs no CPU (a 0.1 s poll of the slots cost ~1.6 ms of CPU a second per worker).
 """
 
 from __future__ import annotations
@@ -34,9 +36,6 @@ from ..hosting import ModelHost, PendingLoad
 from ..settings import ServeSettings
 
 log = logging.getLogger(__name__)
-
-#: how often a worker reads the other workers' states for its health answer
-PEER_POLL_SECONDS = 0.1
 
 
 def portable_error(exc: BaseException) -> BaseException:
@@ -103,6 +102,8 @@ class WorkerLink:
         self._host: ModelHost | None = None
         self._server: ScoringServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._peers_lock = asyncio.Lock()  # one health update at a time: the last one reads the last states
+        self._told_serving = False
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -117,8 +118,9 @@ class WorkerLink:
         assert self._host is not None and self._loop is not None
         self._states[self._index] = 1
         self.send(("ready", self._host.list()))
-        task = self._loop.create_task(self._watch_peers())
+        task = self._loop.create_task(self._check_peers())
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def ask(self, op: str, kwargs: dict[str, Any]) -> Any:
         """Have the supervisor carry out an admin `op` on every worker; its answer, or its error raised."""
@@ -132,16 +134,16 @@ class WorkerLink:
         finally:
             self._waiting.pop(key, None)
 
-    async def _watch_peers(self) -> None:
+    async def _check_peers(self) -> None:
+        """Tell the server whether every worker serves (at start, and whenever the supervisor says a slot
+        changed: every change is followed by such a message, so the last check reads the last states)."""
         assert self._server is not None
-        told = False
-        while True:
+        async with self._peers_lock:
             ready = all(self._states)
             await self._server.set_peers_ready(ready)
-            if ready and not told:  # the supervisor writes the port file once every worker has said this
+            if ready and not self._told_serving:  # the supervisor writes the port file once all said this
                 self.send(("serving",))
-                told = True
-            await asyncio.sleep(PEER_POLL_SECONDS)
+                self._told_serving = True
 
     def _receive(self) -> None:
         """The reader thread: answers to our admin calls, and the supervisor's commands (run on the loop)."""
@@ -155,6 +157,9 @@ class WorkerLink:
                 return
             if message[0] == "reply":
                 loop.call_soon_threadsafe(self._answer, *message[1:])
+            elif message[0] == "peers":
+                if self._server is not None and self._states[self._index]:  # (not before it serves)
+                    asyncio.run_coroutine_threadsafe(self._check_peers(), loop)
             else:
                 asyncio.run_coroutine_threadsafe(self._command(*message), loop)
 
@@ -232,4 +237,4 @@ def worker_main(
     os._exit(code)  # without waiting for loads the drain abandoned
 
 
-__all__ = ["PEER_POLL_SECONDS", "WorkerAdmin", "WorkerLink", "portable_error", "worker_main"]
+__all__ = ["WorkerAdmin", "WorkerLink", "portable_error", "worker_main"]

@@ -1,12 +1,14 @@
 """Teams' own models end to end: LightGBM and XGBoost by import path and an objective function of one's own
 (examples/) train through `modelloop train` into the real MLflow server, with every trial a nested run, the
 baseline, the gate, the reference profile and a registered version recording its flavour and serialisation;
-then a real scoring server loads the version and one ModelInfer over gRPC answers the model's own
-prediction."""
+then a real scoring server loads the version, one ModelInfer over gRPC answers the model's own prediction,
+and the traffic it logs is monitored by `modelloop monitor`: a run per window in MLflow for that version,
+drift measured against its reference profile, the clean window not drifted and the shifted one drifted."""
 
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 
 import mlflow
@@ -17,7 +19,6 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 
 from modelloop.cli import cli
-from modelloop.client import ScoringClient
 from modelloop.contract.profile import ReferenceProfile
 from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
@@ -26,12 +27,11 @@ from modelloop.contract.registry import (
     TAG_RUN_KIND,
     TEST_METRIC_PREFIX,
 )
-from modelloop.serving.settings import ServeSettings
 from modelloop.training.config import load_config
 from modelloop.training.datasets import load_dataset
 from modelloop.training.metrics import better
 from modelloop.training.serialization import TAG_FLAVOUR, TAG_SERIALIZATION
-from tests.integration.serving.conftest import RunningServer
+from tests.integration.training.served_windows import assert_monitored, logging_server, send_windows
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -106,22 +106,13 @@ def test_own_model_trains_registers_and_serves(
     model = importlib.import_module(f"mlflow.{flavour}").load_model(uri)
     rows = load_dataset(config.dataset).frame.drop(columns=[config.target]).head(5)
     expected = np.asarray(model.predict(rows))
-    # ... is what the scoring server answers over gRPC
-    server = RunningServer(
-        ServeSettings(
-            models=[f"{model_name}/1"],
-            tracking_uri=tracking_uri,
-            port=0,
-            metrics_port=0,
-            data_dir=tmp_path,
-            prediction_log_url="none",
-        )
-    )
-    try:
-        with ScoringClient(server.address) as scoring:
-            answer = scoring.predict(model_name, rows, probabilities=config.task == "classification")
-    finally:
-        server.stop()
+    # ... is what the scoring server answers over gRPC; real traffic follows, logged, and each window is
+    # monitored against the version's reference profile: the clean one holds, the shifted one drifts
+    features = load_dataset(config.dataset).frame.drop(columns=[config.target])
+    with logging_server(tracking_uri, f"{model_name}/1", tmp_path) as scoring:
+        start = time.time()
+        answer = scoring.predict(model_name, rows, probabilities=config.task == "classification")
+        windows = send_windows(scoring, model_name, features, start)
     assert answer.model_version == "1"
     if config.task == "classification":
         assert answer.predictions.tolist() == expected.tolist()
@@ -129,3 +120,4 @@ def test_own_model_trains_registers_and_serves(
         assert np.allclose(answer.probabilities, model.predict_proba(rows))
     else:
         assert np.allclose(answer.predictions, expected, rtol=1e-6)
+    assert_monitored(tracking_uri, tmp_path, model_name, "1", features, windows)

@@ -1,11 +1,13 @@
 """Distillation end to end (examples/distill.yaml through `modelloop train`, two trials): the student is a
 run nested in the training, linked to the teacher's version both ways, gated against the teacher on the same
-test rows, with both single-row latencies and its own reference profile; it is registered and a real scoring
-server answers a ModelInfer with the student's own prediction. With `on: train+unlabelled` the teacher labels
-extra rows from a CSV file without a target column."""
+test rows, with both single-row latencies and its own reference profile; it is registered, a real scoring
+server answers a ModelInfer with the student's own prediction, and the traffic it logs is monitored by
+`modelloop monitor` (a clean window holds, a shifted one drifts). With `on: train+unlabelled` the teacher
+labels extra rows from a CSV file without a target column."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
@@ -14,7 +16,6 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from modelloop.cli import cli
-from modelloop.client import ScoringClient
 from modelloop.contract.profile import ReferenceProfile
 from modelloop.contract.registry import (
     REFERENCE_PROFILE_PATH,
@@ -24,12 +25,11 @@ from modelloop.contract.registry import (
     TAG_TRAINING_RUN,
     TEST_METRIC_PREFIX,
 )
-from modelloop.serving.settings import ServeSettings
 from modelloop.training import run_training
 from modelloop.training.config import load_config
 from modelloop.training.datasets import load_dataset
 from modelloop.training.distill import TAG_STUDENT, TAG_TEACHER, TEACHER_METRIC_PREFIX
-from tests.integration.serving.conftest import RunningServer
+from tests.integration.training.served_windows import assert_monitored, logging_server, send_windows
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "distill.yaml"
 
@@ -75,22 +75,14 @@ def test_student_is_trained_gated_linked_registered_and_served(
     config = load_config(EXAMPLE, sets)
     rows = load_dataset(config.dataset).frame.drop(columns=[config.target]).head(4)
     expected = mlflow.sklearn.load_model(f"models:/{student_name}/1").predict(rows)
-    server = RunningServer(
-        ServeSettings(
-            models=[f"{student_name}/1"],
-            tracking_uri=tracking_uri,
-            port=0,
-            metrics_port=0,
-            data_dir=tmp_path,
-            prediction_log_url="none",
-        )
-    )
-    try:
-        with ScoringClient(server.address) as scoring:
-            answer = scoring.predict(student_name, rows)
-    finally:
-        server.stop()
+    features = load_dataset(config.dataset).frame.drop(columns=[config.target])
+    with logging_server(tracking_uri, f"{student_name}/1", tmp_path) as scoring:
+        start = time.time()
+        answer = scoring.predict(student_name, rows)
+        windows = send_windows(scoring, student_name, features, start)
     assert answer.predictions.tolist() == expected.tolist()
+    # the student is monitored against its own reference profile, as any version
+    assert_monitored(tracking_uri, tmp_path, student_name, "1", features, windows)
 
 
 def test_the_teacher_also_labels_unlabelled_rows(tracking_uri: str, model_name: str, tmp_path: Path) -> None:

@@ -83,9 +83,24 @@ def test_the_sample_is_bounded_and_uniform() -> None:
     for start in range(0, 100_000, 7_000):
         sample.add(pa.record_batch({"v": pa.array(np.arange(start, min(start + 7_000, 100_000)))}))
     assert sample.rows == 1000 and sample.seen == 100_000
-    assert sample._table is not None
-    values = sample._table.column("v").to_numpy()
+    table = sample.table()
+    assert table is not None and table.num_rows == 1000
+    values = table.column("v").to_numpy()
     assert 40_000 < values.mean() < 60_000 and len(set(values.tolist())) == 1000
+
+
+def test_the_sample_keeps_the_same_rows_however_the_chunks_are_offered() -> None:
+    values = np.arange(50_000)
+    whole = InputSample(["v"], capacity=2000, seed=3)
+    whole.add(pa.record_batch({"v": pa.array(values)}))
+    split = InputSample(["v"], capacity=2000, seed=3)
+    for start in range(0, 50_000, 5_000):  # the same keys drawn, the same positions offered
+        batch = pa.record_batch({"v": pa.array(np.concatenate([values[start : start + 5_000], [-1, -2]]))})
+        split.add(batch, np.arange(5_000))
+    a, b = whole.table(), split.table()
+    assert a is not None and b is not None and a.num_rows == b.num_rows == 2000
+    assert whole.seen == split.seen == 50_000
+    assert a.column("v").to_pylist() == b.column("v").to_pylist()
 
 
 def test_csv_blocks_and_parquet_groups_cover_the_input_once(tmp_path: Path) -> None:

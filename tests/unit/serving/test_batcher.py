@@ -112,3 +112,39 @@ def test_a_pause_in_arrivals_closes_the_batch_before_max_wait() -> None:
     asyncio.run(main())
     assert sizes[0] == 1 and sum(sizes) == 6
     assert len(sizes) <= 3  # the stream shared batches rather than one predict call each
+
+
+def test_a_late_wake_up_is_not_a_pause_in_arrivals() -> None:
+    """The process was not running (held here: the loop blocked for 4 x max_idle) while calls came in; they
+    are read only a few loop turns after it runs again (as gRPC hands them over). The batch waits for them
+    instead of closing on the idle timer it woke up late for."""
+    sizes: list[int] = []
+
+    def predict(features: Features):  # type: ignore[no-untyped-def]
+        sizes.append(features.n_rows)
+        return features.matrix[:, 0], None
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(predict, name="m/1", max_batch_size=64, max_wait=60.0, max_idle=0.05)
+        first = batcher.submit(_features([1.0]), "first")
+        later: list[asyncio.Future] = []  # type: ignore[type-arg]
+
+        def arrive(hops: int) -> None:  # a call that takes a few loop turns to reach the batcher
+            if hops:
+                loop.call_soon(arrive, hops - 1)
+            else:
+                later.append(batcher.submit(_features([2.0]), "later"))
+
+        def held() -> None:
+            time.sleep(0.2)  # descheduled: the idle timer is due long before this returns
+            loop.call_soon(arrive, 3)
+
+        await asyncio.sleep(0)  # the batcher takes the first call and sleeps on its idle timer
+        loop.call_soon(held)
+        assert (await asyncio.wait_for(first, 30))[0].tolist() == [1.0]
+        assert (await asyncio.wait_for(later[0], 30))[0].tolist() == [2.0]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sizes == [2]  # one predict call for both

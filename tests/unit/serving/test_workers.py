@@ -1,9 +1,14 @@
 """The default worker count of `modelloop serve` (issue 14): the CPUs the process may use, from its affinity
 and a fake cgroup's CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`), rounded up, at
-least 1; and the supervisor's plan of what a restarted worker loads after swaps and unloads."""
+least 1; the supervisor's plan of what a restarted worker loads after swaps and unloads; and how a worker
+learns whether every worker serves (told, never polling)."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from modelloop.serving.settings import ServeSettings
 from modelloop.serving.workers import resolve_workers
 from modelloop.serving.workers.cpus import cgroup_quota, usable_cpus
 from modelloop.serving.workers.supervisor import _apply, _plan_of
+from modelloop.serving.workers.worker import WorkerLink
 
 
 @pytest.mark.parametrize(
@@ -69,3 +75,57 @@ def test_the_plan_pins_versions_and_follows_swaps_and_unloads() -> None:
     assert ("b", "1") in plan.refs and all(c.name != "b" for c in plan.challengers)
     plan = _apply(plan, None, unload=("a", "champion"))
     assert plan == LoadPlan([("b", "1")], [])
+
+
+class _Host:
+    def list(self) -> list[ModelStatus]:
+        return []
+
+
+class _Server:
+    """What a worker tells its gRPC server about its peers, in order (a check may repeat the last one)."""
+
+    def __init__(self) -> None:
+        self.told: list[bool] = []
+
+    async def set_peers_ready(self, ready: bool) -> None:
+        self.told.append(ready)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(2000):  # a bound so a broken link fails instead of hanging; not a timed assertion
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_worker_reads_its_peers_states_only_when_the_supervisor_says_they_changed() -> None:
+    """Health across workers without polling: a worker checks the shared states when it starts and on every
+    ("peers",) from the supervisor; it says "serving" (the supervisor's cue for the port file) once."""
+
+    async def scenario() -> None:
+        ours, theirs = multiprocessing.Pipe(duplex=True)
+        states = [0, 0]
+        server = _Server()
+        link = WorkerLink(theirs, 0, states)
+        ours.send(("peers",))  # before it serves: ignored (it checks when it starts)
+        link.attach(_Host(), server)  # type: ignore[arg-type]
+        link.started(1, None)
+        assert ours.recv() == ("ready", [])
+        await _until(lambda: server.told[-1:] == [False], "not every worker serves")
+        states[1] = 1
+        ours.send(("peers",))
+        await _until(lambda: server.told[-1:] == [True], "every worker serves")
+        assert ours.recv() == ("serving",)
+        states[1] = 0  # the other worker died
+        ours.send(("peers",))
+        await _until(lambda: server.told[-1:] == [False], "a worker is gone")
+        states[1] = 1  # restarted
+        ours.send(("peers",))
+        await _until(lambda: server.told[-1:] == [True], "every worker serves again")
+        assert not ours.poll()  # "serving" was said once
+        ours.close()  # the supervisor is gone: the reader thread ends
+        await _until(lambda: not any(t.name == "worker-link" for t in threading.enumerate()), "reader ends")
+
+    asyncio.run(scenario())
