@@ -12,12 +12,9 @@ Overhead per trial = (time with recording - time without) / trials. Prints each 
 ratio the issue sets as the target (ours at most 1/5 of the callback's). Returns non-zero when the recorder
 lost a trial or the target is missed.
 
-Second part (issue 18), parallel tuning: the demo config (`examples/demo.yaml` on the demo's breast-cancer
-CSV) with 40 trials, trained by `run_training` with `study.workers` 1 and then 2 (local worker processes on a
-journal file), against a real `mlflow server`. Prints the wall time of each whole training and their ratio
-(target at least 1.7x on two cores), the tuning span (first trial start to last trial end) and its ratio, and
-the bookkeeping per trial while several workers write at once: the median gap between one worker's trials
-(Optuna's storage, the claim lock, the trial recorder and the progress callbacks: all but the objective).
+Second part (issue 18), parallel tuning: the demo config with 40 trials on 1 vs 2 local workers against a
+real `mlflow server`: wall and CPU time, start-up share, serial fraction and the MLflow bookkeeping per trial
+with several workers writing at once (bench/_parallel_tuning.py says what each figure is).
 `--workers-only` runs only this part.
 
 Run: `make bench` or `python bench/run.py training` (a few minutes; the machine is shared, expect noise).
@@ -25,7 +22,6 @@ Run: `make bench` or `python bench/run.py training` (a few minutes; the machine 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import statistics
 import tempfile
@@ -112,7 +108,8 @@ def check_nested(uri: str, experiment_name: str, metric: str) -> None:
         raise RuntimeError(f"{experiment_name}: {len(runs)} nested runs, {len(with_value)} with a value")
 
 
-def main() -> int:
+def recorder_main() -> int:
+    """The trial recorder against MLflowCallback (the first part, issue 2)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore")  # experimental-API and deprecation notices of both libraries
@@ -149,107 +146,22 @@ def main() -> int:
     return 0 if ratio >= TARGET_RATIO else 1
 
 
-WORKER_TRIALS = 40
-WORKERS_TARGET = 1.7
-
-
-def _demo_config(folder: Path, workers: int) -> object:
-    from modelloop.cli.demo_data import load_dataset
-    from modelloop.training.config import load_config
-
-    csv = folder / "demo.csv"
-    if not csv.exists():
-        load_dataset().to_csv(csv, index=False)
-    examples = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
-    return load_config(
-        examples,
-        [
-            f"dataset.path={csv}",
-            f"study.n_trials={WORKER_TRIALS}",
-            f"study.workers={workers}",
-            f"model_name=bench-workers-{workers}",
-            "promotion.policy=manual",
-            "promotion.alias=null",
-        ],
-    )
-
-
-def _trial_gaps(study_trials: list[optuna.trial.FrozenTrial]) -> list[float]:
-    """Seconds between one worker's trial end and its next trial's start, over every worker."""
-    from modelloop.training.trial_runs import WORKER_ATTR
-
-    by_worker: dict[str, list[optuna.trial.FrozenTrial]] = {}
-    for t in study_trials:
-        if t.datetime_start and t.datetime_complete:
-            by_worker.setdefault(str(t.user_attrs.get(WORKER_ATTR)), []).append(t)
-    gaps = []
-    for trials in by_worker.values():
-        trials.sort(key=lambda t: t.datetime_start)  # type: ignore[arg-type,return-value]
-        for prev, nxt in itertools.pairwise(trials):
-            gaps.append((nxt.datetime_start - prev.datetime_complete).total_seconds())  # type: ignore[operator]
-    return gaps
-
-
-def _one_training(uri: str, folder: Path, workers: int) -> tuple[float, float, list[float]]:
-    from modelloop.training import run_training
-    from modelloop.training.study import open_storage
-
-    storage = f"journal:///{folder / f'study-{workers}.log'}"
-    config = _demo_config(folder, workers)
-    config = config.model_copy(update={"study": config.study.model_copy(update={"storage": storage})})  # type: ignore[attr-defined]
-    start = time.perf_counter()
-    result = run_training(config, tracking_uri=uri)  # type: ignore[arg-type]
-    wall = time.perf_counter() - start
-    study = optuna.load_study(study_name=config.study_name, storage=open_storage(storage))  # type: ignore[attr-defined]
-    trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state.is_finished()]
-    nested = MlflowClient(uri).search_runs(
-        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", max_results=1000
-    )
-    if len(nested) != len(trials) or len(done) != WORKER_TRIALS:
-        raise RuntimeError(f"{workers} workers: {len(done)} trials, {len(nested)} nested runs")
-    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()  # type: ignore[type-var,operator]
-    return wall, span, _trial_gaps(trials)
-
-
 def workers_main() -> int:
-    """1 vs 2 local workers on the demo config (see the module docstring)."""
-    import os
+    """1 vs 2 local workers on the demo config (bench/_parallel_tuning.py)."""
+    from _parallel_tuning import workers_main as run
 
-    from modelloop.deploy.mlflow_server import MlflowServer
+    return run()
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        server = MlflowServer(Path(tmp) / "mlflow")
-        server.start(timeout=120)
-        try:
-            results = {n: _one_training(server.url, Path(tmp), n) for n in (1, 2)}
-        finally:
-            server.stop()
-    print(
-        f"\ndemo config, {WORKER_TRIALS} trials, local workers on a journal file, mlflow server; "
-        f"{os.cpu_count()} CPUs"
-    )
-    print(f"{'workers':<8} {'training s':>11} {'tuning span s':>14} {'ms between trials (median)':>27}")
-    for n, (wall, span, gaps) in results.items():
-        gap = statistics.median(gaps) * 1000 if gaps else float("nan")
-        print(f"{n:<8} {wall:>11.2f} {span:>14.2f} {gap:>27.1f}")
-    wall_ratio = results[1][0] / results[2][0]
-    span_ratio = results[1][1] / results[2][1]
-    print(
-        f"wall time ratio 1/2 workers: {wall_ratio:.2f}x (target: at least {WORKERS_TARGET:g}x); "
-        f"tuning span ratio: {span_ratio:.2f}x"
-    )
-    return 0 if wall_ratio >= WORKERS_TARGET else 1
+
+def main() -> int:
+    """Both parts (what `make bench` runs); non-zero when either misses its target."""
+    first = recorder_main()
+    return max(first, workers_main())
 
 
 if __name__ == "__main__":
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    if "--workers-only" in sys.argv:
-        raise SystemExit(workers_main())
-    first = main()
-    raise SystemExit(max(first, workers_main()))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    raise SystemExit(workers_main() if "--workers-only" in sys.argv else main())

@@ -51,7 +51,7 @@ def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
     "--workers",
     type=click.IntRange(min=1, max=256),
     show_default="the config's study.workers",
-    help="Worker processes tuning the study at once; this process finishes.",
+    help="Processes tuning the study at once (this process is one of them, and finishes).",
 )
 @option(
     "--tune-and-finish",

@@ -47,7 +47,7 @@ from modelloop.contract.registry import (
     TAG_TRIGGERED_BY,
     TEST_METRIC_PREFIX,
 )
-from modelloop.training import model_logging, plots
+from modelloop.training import model_logging
 from modelloop.training.config import TrainingConfig, dump_config
 from modelloop.training.datasets import LoadedDataset
 from modelloop.training.gate import Production
@@ -258,6 +258,8 @@ def log_outcome(
     client.log_batch(run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()])
     mlflow.log_table(comparison_table(outcome, metric=config.metric.name), COMPARISON_TABLE_PATH)
     _dataset_inputs(loaded, data, config.target)
+    from modelloop.training import plots  # matplotlib: only the finishing step pays its import, not workers
+
     for figure, path in (
         (plots.optimization_history(study, metric=config.metric.name), HISTORY_PLOT_PATH),
         (plots.param_importances(study), IMPORTANCE_PLOT_PATH),

@@ -6,10 +6,11 @@ split, and the baseline is fit before any run is created; the model version is r
 gate's verdict, and removed again if registration does not complete. A failure after the parent run exists
 marks that run FAILED. With `tune_only=True` the process only adds trials to a shared study (a worker),
 leaving refit, recording and registration to the process that runs the training without it. With
-`study.workers` > 1 this process coordinates that many local tune-only workers (`training.workers`) and
-finishes once they exit; with `finish_if_first` (a pod of the tuning Job) a worker that sees the study full
-takes the study's finishing lock and finishes unless the training's version exists (`_claim_finish`). A full
-study whose finishing step registered a version is not trained again, nor registered twice.
+`study.workers` > 1 this process tunes beside that many minus one local tune-only workers
+(`training.workers`) and finishes once they exit; with `finish_if_first` (a pod of the tuning Job) a worker
+that sees the study full takes the study's finishing lock and finishes unless the training's version exists
+(`_claim_finish`). A full study whose finishing step registered a version is not trained again, nor
+registered twice.
 
 MLflow is reached through clients built from `tracking_uri`; the process-wide tracking URI is set only while
 the outcome is logged on the parent run (MLflow's fluent logging, `mlflow.sklearn.log_model` among it, reads
@@ -129,9 +130,10 @@ def run_training(
     """Tune, record, gate and register one model as `config` says (see the module docstring).
 
     `progress` hears of every trial and of the outcome (None: nobody does). With `study.workers` > 1 (not
-    as a tune-only worker) the trials run in that many worker processes (`training.workers`) and this process
-    finishes. With `finish_if_first`, a tune-only worker (a pod of the tuning Job) that sees the study full
-    finishes under the study's finishing lock, or finds the version its holder registered (`_claim_finish`).
+    as a tune-only worker) the trials run in that many workers, this process and worker processes
+    (`training.workers`), and this process finishes. With `finish_if_first`, a tune-only worker (a pod of
+    the tuning Job) that sees the study full finishes under the study's finishing lock, or finds the version
+    its holder registered (`_claim_finish`).
     """
     if (tune_only or finish_if_first) and config.study.storage is None:
         raise ConfigError(
@@ -373,8 +375,8 @@ def _tune(
     progress: TrainingProgress | None,
     coordinate: bool,
 ) -> tuple[int, int]:
-    """Run the trials: here, or (`coordinate`) in `study.workers` local worker processes. Returns (trials
-    run, trial runs that could not be recorded)."""
+    """Run the trials: here, or (`coordinate`) here and in `study.workers` - 1 local worker processes.
+    Returns (trials run, trial runs that could not be recorded)."""
     recorder = TrialRecorder(
         make_sink(
             tracking_uri,
@@ -389,18 +391,19 @@ def _tune(
         progress.tuning_started(metric=config.metric.name, total=config.study.n_trials)
         callbacks.append(progress.trial_finished)
     try:
-        if coordinate:
-            before = len(parent.study.get_trials(deepcopy=False))
-            workers.run_workers(
-                parent.study,
-                config,
-                tracking_uri=tracking_uri,
-                on_trial=None if progress is None else progress.trial_finished,
-                on_failed=recorder,  # the dead workers could not record these
-            )
-            ran = len(parent.study.get_trials(deepcopy=False)) - before
-        else:
-            with quiet_optuna() if progress is not None else nullcontext():
+        with quiet_optuna() if progress is not None else nullcontext():
+            if coordinate:  # this process is one of the workers (it has the imports and the data already)
+                before = len(parent.study.get_trials(deepcopy=False))
+                workers.run_workers(
+                    parent.study,
+                    config,
+                    tracking_uri=tracking_uri,
+                    on_trial=None if progress is None else progress.trial_finished,
+                    on_failed=recorder,  # the dead workers could not record these
+                    tune_here=lambda: tune(parent.study, Objective(config, data), config, callbacks),
+                )
+                ran = len(parent.study.get_trials(deepcopy=False)) - before
+            else:
                 ran = tune(parent.study, Objective(config, data), config, callbacks)
     finally:
         stats = recorder.close()

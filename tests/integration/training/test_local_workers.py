@@ -1,13 +1,15 @@
-"""`study.workers: N` locally: N worker processes on one journal (or PostgreSQL) study, the exact trial count,
-one parent run with every trial nested, one registration, and a worker killed mid-trial whose trial is failed
-and re-run."""
+"""`study.workers: N` locally: this process and N-1 worker processes on one journal (or PostgreSQL) study, the
+exact trial count, one parent run with every trial nested, one registration, a worker killed mid-trial whose
+trial is failed and re-run, and a worker arriving after the last trial stood down."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -17,7 +19,8 @@ from mlflow import MlflowClient
 
 from modelloop.training import run_training
 from modelloop.training.config import load_config
-from modelloop.training.trial_runs import METRIC_TRIALS_DONE, TAG_TRIAL_NUMBER, TAG_TRIAL_STATE
+from modelloop.training.study import worker_id
+from modelloop.training.trial_runs import METRIC_TRIALS_DONE, TAG_TRIAL_NUMBER, TAG_TRIAL_STATE, WORKER_ATTR
 from modelloop.training.workers import RETRY_OF_ATTR, WorkerPool
 
 N_TRIALS = 8
@@ -150,12 +153,27 @@ def test_a_worker_killed_mid_trial(
             return [sys.executable, "-c", _KILLED_MID_TRIAL, str(pool.config_path)]
         return real_argv(pool)
 
+    real_run = WorkerPool.run
+
+    def run(pool: WorkerPool, n_trials: int | None, tune_here: Callable[[], object] | None = None) -> None:
+        def tune_after_the_death() -> object:
+            # this process would tune every (short) trial before the worker had imported anything: it
+            # tunes once the killed worker's trial is failed (and enqueued again) by the pool
+            wait_for(lambda: any(t.state == optuna.trial.TrialState.FAIL for t in pool.study.get_trials()))
+            assert tune_here is not None
+            return tune_here()
+
+        real_run(pool, n_trials, tune_after_the_death)
+
     monkeypatch.setattr(WorkerPool, "argv", argv)
+    monkeypatch.setattr(WorkerPool, "run", run)
     storage = f"journal:///{tmp_path / 'study.log'}"
     config = load_config(write_config(tmp_path / "train.yaml", model_name, storage=storage, workers=2))
     result = run_training(config, tracking_uri=tracking_uri)
     assert result.version == "1"
-    assert len(started) == 3  # two workers and one replacement for the killed one
+    # this process tunes as one of the two workers: one worker process, and one replacement for the
+    # killed one (started while the study was not full: the killed trial held its slot)
+    assert len(started) == 2
 
     study = optuna.load_study(study_name=model_name, storage=config_storage(storage))
     trials = study.get_trials()
@@ -175,6 +193,45 @@ def test_a_worker_killed_mid_trial(
     states = Counter(r.data.tags[TAG_TRIAL_STATE] for r in nested)  # type: ignore[attr-defined]
     assert states["FAIL"] == 1  # the killed trial is recorded (by the coordinator) as failed
     assert len(nested) == len(trials)
+
+
+def wait_for(condition: Callable[[], bool], *, limit: float = 300.0) -> None:
+    """Poll `condition` until it holds (an error after `limit` seconds: a hang is a failure, not a skip)."""
+    stop = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < stop, "condition never held"
+        time.sleep(0.05)
+
+
+def test_a_worker_arriving_after_the_last_trial_is_stood_down(
+    tracking_uri: str, model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process still starting when this process has tuned every trial holds no trial: the pool
+    kills it instead of waiting for it to find the study full (the finishing step waited for its start-up)."""
+    pools: list[WorkerPool] = []
+    real_run = WorkerPool.run
+
+    def run(pool: WorkerPool, n_trials: int | None, tune_here: Callable[[], object] | None = None) -> None:
+        pools.append(pool)
+        real_run(pool, n_trials, tune_here)
+
+    # a worker that never gets as far as the study (still importing, for the pool's purposes)
+    monkeypatch.setattr(
+        WorkerPool, "argv", lambda pool: [sys.executable, "-c", "import time; time.sleep(900)"]
+    )
+    monkeypatch.setattr(WorkerPool, "run", run)
+    storage = f"journal:///{tmp_path / 'study.log'}"
+    config = load_config(write_config(tmp_path / "train.yaml", model_name, storage=storage, workers=2))
+    result = run_training(config, tracking_uri=tracking_uri)
+    assert result.version == "1"
+    [pool] = pools
+    assert pool.stood_down == 1 and not pool.pids
+    study = optuna.load_study(study_name=model_name, storage=config_storage(storage))
+    trials = study.get_trials()
+    assert {t.user_attrs[WORKER_ATTR] for t in trials} == {worker_id()}  # every trial tuned here
+    assert len(trials) == N_TRIALS
+    nested = check_one_training(MlflowClient(tracking_uri), model_name, result.run_id)
+    assert len(nested) == N_TRIALS
 
 
 def test_tuning_job_pods_on_postgresql_finish_once(
