@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,14 +30,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from modelloop.contract.errors import InvalidInputError
-from modelloop.contract.profile import build_profile, profile_summary
 from modelloop.contract.registry import (
-    REFERENCE_PROFILE_PATH,
-    REFERENCE_PROFILE_SUMMARY_PATH,
     TAG_GATE,
     TAG_GATE_MARGIN,
     TAG_GATE_REASONS,
@@ -248,7 +243,6 @@ def _record(
 
     assert config.distill is not None
     dcfg = config.distill
-    predictions = pd.Series(student.predict(data.x_test))
     with _use_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         mlflow.log_params(
             {
@@ -261,16 +255,7 @@ def _record(
             }
         )
         mlflow.log_metrics(metrics)
-        profile = build_profile(data.x_test, predictions, task=config.task)
-        mlflow.log_text(profile.model_dump_json(), REFERENCE_PROFILE_PATH)
-        mlflow.log_text(profile_summary(profile), REFERENCE_PROFILE_SUMMARY_PATH)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            signature = infer_signature(data.x_test, predictions.to_numpy())
-            return model_logging.log_model(
-                student_config(config), student, signature=signature, input_example=data.x_test.head(3)
-            )
+        return model_logging.log_with_profile(student_config(config), student, data.x_test, task=config.task)
 
 
 __all__ = [

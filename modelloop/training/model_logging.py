@@ -2,19 +2,28 @@
 decides which, and how it is serialised), with its signature, an input example, pinned requirements and the
 configured code paths.
 
-Called by `training.records.log_outcome` inside the parent run (MLflow's fluent API).
+Called inside the run the model belongs to (MLflow's fluent API): `training.records.log_outcome` for the
+trained model, `training.distill` for a student. `log_with_profile` also logs the reference profile the
+scoring server and monitoring read, built from the same test rows the signature is inferred from.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Literal
 
-import mlflow  # noqa: F401 (the flavours below are its submodules)
+import mlflow
 import pandas as pd
+from mlflow.models import infer_signature
 
-from modelloop.contract.registry import MODEL_ARTIFACT_PATH
+from modelloop.contract.profile import build_profile, profile_summary
+from modelloop.contract.registry import (
+    MODEL_ARTIFACT_PATH,
+    REFERENCE_PROFILE_PATH,
+    REFERENCE_PROFILE_SUMMARY_PATH,
+)
 from modelloop.training.config import TrainingConfig
 from modelloop.training.serialization import flavour_of, serialization_of, skops_trusted
 
@@ -62,4 +71,25 @@ def log_model(config: TrainingConfig, model: Any, *, signature: Any, input_examp
     return module.log_model(model, **kwargs)
 
 
-__all__ = ["log_model", "requirements"]
+def log_with_profile(
+    config: TrainingConfig,
+    model: Any,
+    x_test: pd.DataFrame,
+    *,
+    task: Literal["classification", "regression"],
+) -> Any:
+    """The reference profile (machine JSON and readable summary) of `model`'s answers on `x_test`, then the
+    model with the signature inferred from the same rows; returns MLflow's ModelInfo."""
+    predictions = pd.Series(model.predict(x_test))
+    profile = build_profile(x_test, predictions, task=task)
+    mlflow.log_text(profile.model_dump_json(), REFERENCE_PROFILE_PATH)
+    mlflow.log_text(profile_summary(profile), REFERENCE_PROFILE_SUMMARY_PATH)
+    with warnings.catch_warnings():
+        # MLflow's hint about integer columns (the pipelines impute missing values, so they may go missing)
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        signature = infer_signature(x_test, predictions.to_numpy())
+        return log_model(config, model, signature=signature, input_example=x_test.head(3))
+
+
+__all__ = ["log_model", "log_with_profile", "requirements"]

@@ -26,12 +26,10 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
 from modelloop.adapters.mlflow_experiments import ensure_experiment
 from modelloop.contract.errors import InvalidInputError, UnavailableError, public_uri
-from modelloop.contract.profile import build_profile, profile_summary
 from modelloop.contract.registry import (
     BASELINE_METRIC_PREFIX,
     PARAM_DIRECTION,
@@ -39,8 +37,6 @@ from modelloop.contract.registry import (
     PARAM_TARGET,
     PARAM_TASK,
     PRODUCTION_METRIC_PREFIX,
-    REFERENCE_PROFILE_PATH,
-    REFERENCE_PROFILE_SUMMARY_PATH,
     RESOLVED_CONFIG_PATH,
     TAG_CONFIG_PATH,
     TAG_RUN_KIND,
@@ -268,20 +264,9 @@ def log_outcome(
             log.info("plot %s skipped: too few completed trials or no varying parameter", path)
             continue
         mlflow.log_figure(figure, path)
-    predictions = pd.Series(outcome.model.predict(data.x_test))
-    profile = build_profile(data.x_test, predictions, task=config.task)
-    mlflow.log_text(profile.model_dump_json(), REFERENCE_PROFILE_PATH)
-    mlflow.log_text(profile_summary(profile), REFERENCE_PROFILE_SUMMARY_PATH)
-    with warnings.catch_warnings():
-        # MLflow's hint about integer columns (the pipelines impute missing values, so they may go missing)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        signature = infer_signature(data.x_test, predictions.to_numpy())
-        # the flavour made for the model; skops with the reviewed trusted types unless the config says pickle
-        mlflow.set_tags(version_tags(config, outcome.model))
-        return model_logging.log_model(
-            config, outcome.model, signature=signature, input_example=data.x_test.head(3)
-        )
+    # the flavour made for the model; skops with the reviewed trusted types unless the config says pickle
+    mlflow.set_tags(version_tags(config, outcome.model))
+    return model_logging.log_with_profile(config, outcome.model, data.x_test, task=config.task)
 
 
 def _now_ms() -> int:

@@ -62,8 +62,8 @@ def worker_id() -> str:
 
 
 def finisher_id() -> str:
-    """Who claims a study's finishing step: a tuning Job's index (its pod, restarted, keeps the host name
-    `<job>-<index>` and the index), else this process."""
+    """Who ran a study's finishing step, for people reading the study (the finishing lock decides who
+    finishes): a tuning Job's pod and index, else this process."""
     index = os.environ.get("JOB_COMPLETION_INDEX")
     return f"{socket.gethostname()}/{index}" if index is not None else worker_id()
 

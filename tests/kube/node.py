@@ -681,7 +681,13 @@ class PodRun:
 
     def _terminate(self) -> None:
         if not self.vanished.is_set():
-            pod = self.node.kube.raw(self.node.kube.core.read_namespaced_pod, self.name, self.namespace)
+            try:
+                pod = self.node.kube.raw(self.node.kube.core.read_namespaced_pod, self.name, self.namespace)
+            except client.ApiException as exc:  # deleted meanwhile (e.g. its finished Job garbage-collected)
+                if exc.status != 404:
+                    raise
+                self.vanished.set()
+        if not self.vanished.is_set():
             grace = float(
                 (pod or {}).get("metadata", {}).get("deletionGracePeriodSeconds")
                 or self.spec.get("terminationGracePeriodSeconds", 30)
