@@ -20,7 +20,11 @@ one core:
   (one process's CPU over the slower shard's: the wall ratio two idle cores would give);
 - the fixed cost of a process: the same command on a 1,000-row file of the same columns (interpreter,
   imports, model load, drift), its CPU time F; the rest of the 1-process CPU time is the part proportional
-  to the rows, P; two shards cannot beat (F + P) / (F + P / 2), which the bench prints beside the target.
+  to the rows, P; two shards cannot beat (F + P) / (F + P / 2), which the bench prints beside the target;
+- the floor under F: a process that only imports the libraries a shard cannot do without (numpy, pandas,
+  pyarrow to read the file, scikit-learn to run the model; then also MLflow, whose client finds the version
+  in the registry), and nothing of modelloop or skops: the same bound with that floor in place of F is what
+  two shards of this workload could reach if everything else a shard does at start were free.
 
 Prints the figures and ratios; fails only when a component cannot run.
 """
@@ -47,6 +51,13 @@ MODEL = "bench-batch"
 REPEATS = 3
 TARGET = 1.7  # 2 shards / 1
 FIXED_ROWS = 1_000
+#: what a shard cannot avoid importing: the file's reader and the model's library; then MLflow's client
+FLOORS = {
+    "numpy, pandas, pyarrow, scikit-learn": "import numpy, pandas, pyarrow.parquet, sklearn.pipeline, "
+    "sklearn.preprocessing, sklearn.ensemble",
+    "the same + mlflow": "import numpy, pandas, pyarrow.parquet, sklearn.pipeline, sklearn.preprocessing, "
+    "sklearn.ensemble, mlflow",
+}
 
 
 def _rows(features: Any) -> Any:
@@ -170,8 +181,28 @@ def _measure(work: Path, root: Path, tracking_uri: str, reg: Any) -> int:
         f"P: {per_rows:.2f} s CPU per {ROWS:,}; so 2 shards / 1 <= (F + P) / (F + P/2) = {ceiling:.2f}x "
         f"({TARGET}x needs F <= {needed:.2f} s)",
     ]
+    for label, floor in _floors(env).items():
+        bound = (floor + per_rows) / (floor + per_rows / 2)
+        lines.append(
+            f"floor under F: a process importing only {label}: {floor:.2f} s CPU; with all else free, "
+            f"2 shards / 1 <= {bound:.2f}x"
+        )
     print("\n".join(lines))
     return 0
+
+
+def _floors(env: dict[str, str]) -> dict[str, float]:
+    """CPU seconds (user + sys, median of REPEATS) of a process on core 0 that only runs each of FLOORS."""
+    found: dict[str, float] = {}
+    for label, code in FLOORS.items():
+        cpu: list[float] = []
+        for _ in range(REPEATS):
+            cmd = ["/usr/bin/time", "-f", "%U %S", "taskset", "-c", "0", sys.executable, "-c", code]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            user, system = done.stderr.strip().splitlines()[-1].split()
+            cpu.append(float(user) + float(system))
+        found[label] = statistics.median(cpu)
+    return found
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,6 @@ def _score_here(options: dict[str, object], tracking_uri: str, batch_id: str) ->
 
 def _launch(options: dict[str, object], tracking_uri: str, batch_id: str) -> None:
     from modelloop.batch.records import MlflowRecorder
-    from modelloop.contract.model_ref import parse_model_ref
     from modelloop.deploy.kubernetes.batch_job import launch_batch_job, shard_args
 
     template = _path(options["job_template"])
@@ -149,14 +148,31 @@ def _launch(options: dict[str, object], tracking_uri: str, batch_id: str) -> Non
             "MODELLOOP_BATCH_JOB_TEMPLATE"
         )
     shards = int(str(options["shards"]))
-    name, _ = parse_model_ref(str(options["model"]))
+    name, version = _pinned_version(tracking_uri, str(options["model"]))
     parent = MlflowRecorder(tracking_uri).parent(batch_id, shards, model=name)
-    args = shard_args(_given_args(), batch_id=batch_id, shards=shards, parent_run=parent)
+    args = shard_args(
+        _given_args(), model=f"{name}/{version}", batch_id=batch_id, shards=shards, parent_run=parent
+    )
     launched = launch_batch_job(
         template, args, batch_id=batch_id, shards=shards, model=name,
         namespace=_text(options["namespace"]), kubeconfig=_path(options["kubeconfig"]),
     )  # fmt: skip
-    click.echo(f"batch {batch_id}: {launched}; MLflow parent run {parent}")
+    click.echo(f"batch {batch_id}: {launched} scoring {name} version {version}; MLflow parent run {parent}")
+
+
+def _pinned_version(tracking_uri: str, model: str) -> tuple[str, str]:
+    """The model's name and the version `model` (NAME@ALIAS or NAME/VERSION) names now: the shards of a
+    Job start at different times, so they are given the version, not an alias that may move meanwhile.
+    NotFoundError names an unknown model, alias or version before anything is launched."""
+    from modelloop.adapters.mlflow_registry import MlflowModelRegistry
+    from modelloop.contract.model_ref import parse_model_ref
+    from modelloop.serving.model_host import resolve_version
+
+    name, ref = parse_model_ref(model)
+    registry = MlflowModelRegistry(tracking_uri)
+    version = resolve_version(registry, name, ref)
+    registry.version(name, version)  # NotFoundError naming the model or the version
+    return name, version
 
 
 def _one_arrow_thread() -> None:

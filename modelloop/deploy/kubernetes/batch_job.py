@@ -5,7 +5,8 @@ from a file (`--job-template`, `MODELLOOP_BATCH_JOB_TEMPLATE`). `BatchJobTemplat
 from it: a deep copy (its `generateName` kept) with `completions = parallelism = shards`, the `score`
 container's arguments (the template's, then the command's own: a flag given twice takes the command's
 value), and labels and annotations naming the batch and the model. Every index runs `modelloop score
---shards N` with `--shard-index` from `JOB_COMPLETION_INDEX` and writes its own part; a pod the Job retries
+--model NAME/VERSION --shards N` (the launcher resolves an alias once, so all shards score with one version)
+with `--shard-index` from `JOB_COMPLETION_INDEX` and writes its own part; a pod the Job retries
 (`backoffLimit`) overwrites its part, and a second launch of the same batch id replaces the parts, never
 adding to them.
 
@@ -35,7 +36,7 @@ SHARDS_ANNOTATION = "modelloop.io/batch-shards"
 #: chart's MLflow env, the launcher's may be a port-forward), and those it sets for them
 LAUNCHER_FLAGS = ("--job-template", "--namespace", "--kubeconfig", "--tracking-uri")
 LAUNCHER_SWITCHES = ("--on-kubernetes",)
-SET_FOR_SHARDS = ("--batch-id", "--shards", "--shard-index", "--parent-run")
+SET_FOR_SHARDS = ("--batch-id", "--shards", "--shard-index", "--parent-run", "--model")
 
 
 def _score_container(template: Manifest) -> Manifest:
@@ -65,16 +66,20 @@ def load_batch_template(path: Path) -> Manifest:
     return check_batch_template(read_yaml_mapping(path, what="batch Job template"))
 
 
-def shard_args(argv: Sequence[str], *, batch_id: str, shards: int, parent_run: str) -> list[str]:
+def shard_args(argv: Sequence[str], *, model: str, batch_id: str, shards: int, parent_run: str) -> list[str]:
     """The arguments every shard runs `modelloop score` with: the command's own (`argv`, after `score`),
-    without the launcher's flags, with the batch id, shard count and parent run set."""
+    without the launcher's flags, with the model (`NAME/VERSION`, the alias resolved once at launch, so
+    every shard scores with the same version even when the alias moves during the batch), the batch id,
+    shard count and parent run set."""
     args = list(argv)
     if args and args[0] == "score":
         args = args[1:]
     for flag in (*LAUNCHER_FLAGS, *SET_FOR_SHARDS):
         args = option_removed(args, flag)
     args = [a for a in args if a not in LAUNCHER_SWITCHES]
-    return [*args, "--batch-id", batch_id, "--shards", str(shards), "--parent-run", parent_run]
+    return [
+        "--model", model, *args, "--batch-id", batch_id, "--shards", str(shards), "--parent-run", parent_run
+    ]  # fmt: skip
 
 
 class BatchJobTemplate:

@@ -2,7 +2,8 @@
 template`, Helm 3 and 4, batch on) validates against the 1.30 and newest Kubernetes schemas, and
 `modelloop score --on-kubernetes` launches it (a parent MLflow run on a real server, the Job on a fake
 Kubernetes API server on loopback under the real client): N indexes, each running `modelloop score` with the
-command's arguments, the batch id, the shard count and the parent run, in the chart's hardened pod."""
+command's arguments, the version the alias named at launch, the batch id, the shard count and the parent run,
+in the chart's hardened pod."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from modelloop.cli import cli
 from modelloop.contract.errors import ConfigError
 from modelloop.deploy.kubernetes.batch_job import BatchJobTemplate, check_batch_template, shard_args
+from tests.models import register_reference_model
 from tests.unit.deploy.fake_kube_http import FakeKubeApiServer, write_kubeconfig
 
 from .conftest import NAMESPACE, RELEASE, Manifest, by_kind, one, render
@@ -74,7 +76,7 @@ def test_a_template_that_cannot_work_is_refused(helm_major: str) -> None:
 def test_shard_args_drop_the_launchers_flags() -> None:
     argv = ["score", "--model", "m/1", "--on-kubernetes", "--namespace", "x", "--job-template=/t.yaml",
             "--shards", "9", "--input", "/data/a.parquet", "--batch-id", "old"]  # fmt: skip
-    assert shard_args(argv, batch_id="b", shards=3, parent_run="p") == [
+    assert shard_args(argv, model="m/1", batch_id="b", shards=3, parent_run="p") == [
         "--model", "m/1", "--input", "/data/a.parquet",
         "--batch-id", "b", "--shards", "3", "--parent-run", "p",
     ]  # fmt: skip
@@ -83,11 +85,14 @@ def test_shard_args_drop_the_launchers_flags() -> None:
 def test_score_on_kubernetes_launches_the_chart_job(
     helm_major: str, mlflow_server: str, tmp_path: Path
 ) -> None:
+    model = f"churn-{helm_major}"
+    reg = register_reference_model(mlflow_server, model, max_iter=5)
+    mlflow.MlflowClient(mlflow_server).set_registered_model_alias(model, "production", reg.version)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(_template(helm_major, SETS)))
     with FakeKubeApiServer() as kube:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
-        args = ["score", "--model", "churn@production", "--input", "/data/in.parquet",
+        args = ["score", "--model", f"{model}@production", "--input", "/data/in.parquet",
                 "--output", "/data/out", "--shards", "3", "--batch-id", f"k8s-{helm_major}",
                 "--on-kubernetes", "--job-template", str(path), "--kubeconfig", str(kubeconfig),
                 "--tracking-uri", mlflow_server]  # fmt: skip
@@ -100,10 +105,30 @@ def test_score_on_kubernetes_launches_the_chart_job(
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
     [score] = job["spec"]["template"]["spec"]["containers"]
     parent = score["args"][score["args"].index("--parent-run") + 1]
-    assert score["args"] == ["score", "--memory-budget", "1G", "--model", "churn@production",
+    # the alias is resolved once at launch: every shard scores with the version it named then
+    assert score["args"] == ["score", "--memory-budget", "1G", "--model", f"{model}/{reg.version}",
                              "--input", "/data/in.parquet", "--output", "/data/out",
                              "--batch-id", f"k8s-{helm_major}",
                              "--shards", "3", "--parent-run", parent]  # fmt: skip
     run = mlflow.MlflowClient(mlflow_server).get_run(parent)
     assert run.data.tags["modelloop.batch.shard"] == "parent" and run.info.status == "RUNNING"
     assert f"Kubernetes Job {NAMESPACE}/{job['metadata']['name']} with 3 shard(s)" in done.output
+    assert f"scoring {model} version {reg.version}" in done.output
+
+
+def test_score_on_kubernetes_refuses_an_unknown_alias_before_launching(
+    mlflow_server: str, tmp_path: Path, helm_major: str
+) -> None:
+    model = f"churn-unaliased-{helm_major}"
+    register_reference_model(mlflow_server, model, max_iter=5)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(_template(helm_major, SETS)))
+    with FakeKubeApiServer() as kube:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
+        args = ["score", "--model", f"{model}@production", "--input", "/data/in.parquet",
+                "--output", "/data/out", "--shards", "2", "--on-kubernetes", "--job-template", str(path),
+                "--kubeconfig", str(kubeconfig), "--tracking-uri", mlflow_server]  # fmt: skip
+        done = CliRunner().invoke(cli, args)
+        assert kube.of_kind("Job") == []
+    assert done.exit_code != 0
+    assert f"model {model} has no version with alias production" in done.output
