@@ -11,6 +11,8 @@ one core:
 - `mlflow.pyfunc.load_model(...).predict` on pandas chunks of 100,000 rows (in memory, no I/O);
 - the command itself (`modelloop score --memory-budget 1G`) in a child process: wall time and peak RSS
   against the budget;
+- `modelloop score --shards 2`, the command that starts both shards as local processes itself (on cores
+  0-1), against one process: wall time;
 - two child processes scoring a shard each on two cores against one scoring the whole file (target >= 1.7x),
   each child measured on its own: wall time, CPU time (user + sys), the time inside `score_batch` (model load
   and scoring, from its summary) and the start-up before it (interpreter, imports), so a shortfall shows
@@ -177,6 +179,8 @@ def _measure(work: Path, root: Path, tracking_uri: str, reg: Any) -> int:
         f"2 shards / 1: {med(r.wall_ratio for r in rounds):.2f}x wall, "
         f"{med(r.scoring_ratio for r in rounds):.2f}x load + scoring, "
         f"{med(r.cpu_ratio for r in rounds):.2f}x by CPU time (target >= {TARGET})",
+        f"`modelloop score --shards 2` (one command starting both shards) / 1 process: "
+        f"{med(r.local_ratio for r in rounds):.2f}x wall",
         f"fixed cost F of a process (a {FIXED_ROWS:,}-row file): {fixed:.2f} s CPU; proportional to the rows "
         f"P: {per_rows:.2f} s CPU per {ROWS:,}; so 2 shards / 1 <= (F + P) / (F + P/2) = {ceiling:.2f}x "
         f"({TARGET}x needs F <= {needed:.2f} s)",
@@ -214,6 +218,11 @@ class Round:
     fixed: Child
     wall1: float
     wall2: float
+    local: Child  # `modelloop score --shards 2`: the command starting both shards itself
+
+    @property
+    def local_ratio(self) -> float:
+        return self.one.wall / self.local.wall
 
     @property
     def cpu_share(self) -> float:
@@ -243,12 +252,16 @@ def _round(env: dict[str, str], base: list[str], work: Path, path: Path, small: 
     two = [_finish(p) for p in procs]
     wall2 = time.perf_counter() - started
     fixed = _finish(_spawn(env, "0", [*base, "--input", str(small), "--output", str(work / "out3")]))
-    done = Round(one, two, fixed, wall1, wall2)
+    whole2 = ["--input", str(path), "--output", str(work / "out4"), "--batch-id", "local", "--shards", "2"]
+    local = _finish(_spawn(env, "0,1", [*base, *whole2]))
+    done = Round(one, two, fixed, wall1, wall2, local)
     lines = [
-        f"round {r + 1}: 2 shards / 1: {done.wall_ratio:.2f}x wall, {done.cpu_ratio:.2f}x by CPU time",
+        f"round {r + 1}: 2 shards / 1: {done.wall_ratio:.2f}x wall, {done.cpu_ratio:.2f}x by CPU time; "
+        f"the --shards 2 command / 1: {done.local_ratio:.2f}x wall",
         one.line("  1 process, whole file, core 0:"),
         *(c.line(f"  shard {i} of 2, core {i}:") for i, c in enumerate(two)),
         fixed.line(f"  1 process, {FIXED_ROWS:,} rows, core 0:"),
+        local.line("  --shards 2 command, cores 0-1:"),
     ]
     print("\n".join(lines), flush=True)
     return done

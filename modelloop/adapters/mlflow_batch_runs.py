@@ -88,6 +88,16 @@ class MlflowBatchRuns:
         """Write `run` (see the module docstring); returns its MLflow run id."""
         return self._guarded(lambda: self._write(run))
 
+    def end_parent(self, run_id: str, status: str) -> None:
+        """End a parent run whose shards will not all finish now (`FAILED`, `KILLED`); a re-run of the batch
+        reopens nothing but finishes it again once every shard's run has finished."""
+
+        def end() -> str:
+            self._client.set_terminated(run_id, status=status)
+            return run_id
+
+        self._guarded(end)
+
     def _guarded(self, action: Callable[[], str]) -> str:
         try:
             return action()

@@ -14,7 +14,27 @@ records each batch in MLflow through `adapters.mlflow_batch_runs`. Called by `mo
     scoring.py   the loop: read, validate, predict, write; the result and its MLflow record
 """
 
-from .scoring import BatchJob, BatchResult, score_batch
-from .shards import Shard
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .scoring import BatchJob, BatchResult, score_batch
+    from .shards import Shard
+
+
+def __getattr__(name: str) -> Any:
+    """The package's names, imported when first used: a process that only needs `progress` or `shards`
+    (the launcher of local shards) does not import the scoring loop's libraries (pyarrow, MLflow)."""
+    if name in {"BatchJob", "BatchResult", "score_batch"}:
+        from . import scoring
+
+        return getattr(scoring, name)
+    if name == "Shard":
+        from .shards import Shard
+
+        return Shard
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["BatchJob", "BatchResult", "Shard", "score_batch"]

@@ -2,13 +2,27 @@
 
 Used by `batch.scoring` after every chunk. On a terminal the line is redrawn in place (at most `every` seconds
 apart); otherwise (a Job's log) one line is printed per `every` seconds, so a log is not flooded.
+`parse_line` reads such a line back (rows done, total): `modelloop score --shards N` run locally sums its
+shards' lines into one line of its own (`cli.local_shards`).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import TextIO
+
+_LINE = re.compile(r"^scored ([0-9,]+) rows(?: of ([0-9,]+))?")
+
+
+def parse_line(text: str) -> tuple[int, int | None] | None:
+    """(rows done, total or None) of a progress line, None when `text` is not one."""
+    found = _LINE.match(text.lstrip("\r"))
+    if found is None:
+        return None
+    total = found.group(2)
+    return int(found.group(1).replace(",", "")), int(total.replace(",", "")) if total else None
 
 
 def _duration(seconds: float) -> str:
@@ -69,4 +83,4 @@ class Progress:
         self.stream.flush()
 
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "parse_line"]

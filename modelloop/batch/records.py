@@ -93,6 +93,10 @@ class MlflowRecorder:
         """The parent run of a sharded batch (found by batch id, else created)."""
         return self._runs.parent(batch_id, shards, name=f"batch-{model}-{batch_id}", tags={TAG_MODEL: model})
 
+    def parent_ended(self, run_id: str, status: str) -> None:
+        """End the parent run `run_id` with `status` (FAILED, KILLED): its shards did not all finish."""
+        self._runs.end_parent(run_id, status)
+
     def __call__(self, result: BatchResult, model: LoadedModel) -> str:
         parent = self._parent_run_id
         if parent is None and not result.shard.whole:

@@ -3,7 +3,9 @@
 Locally (or in one index of the Job) it builds the source, the sink and the MLflow recorder and runs
 `modelloop.batch.score_batch`, printing the summary; `--on-kubernetes` creates the batch's parent MLflow run
 and launches the chart's Indexed Job through `modelloop.deploy.kubernetes.batch_job` instead, each index
-running this same command with `--shard-index` from `JOB_COMPLETION_INDEX`.
+running this same command with `--shard-index` from `JOB_COMPLETION_INDEX`. `--shards N` with no shard named
+(no `--shard-index`, no `JOB_COMPLETION_INDEX`) scores every shard on this machine, as N local processes
+running this same command (`cli.local_shards`), under one parent run.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def check_batch_id(batch_id: str) -> str:
     type=click.IntRange(min=0),
     envvar="JOB_COMPLETION_INDEX",
     default=0,
-    help="The shard this process scores (default: JOB_COMPLETION_INDEX, set in an Indexed Job's pods).",
+    help="The shard this process scores (default: JOB_COMPLETION_INDEX, set in an Indexed Job's pods; "
+    "without either, --shards N scores every shard here, N local processes).",
 )
 @click.option("--shard-key", help="Integer column splitting a --query into shards (contiguous key ranges).")
 @click.option("--parent-run", help="MLflow parent run of a sharded batch (set by --on-kubernetes).")
@@ -94,8 +97,50 @@ def score(**options: object) -> None:
     batch_id = check_batch_id(str(options["batch_id"] or uuid.uuid4().hex[:12]))
     if options["on_kubernetes"]:
         _launch(options, settings.tracking_uri, batch_id)
+    elif _every_shard_here(options):
+        _score_in_processes(options, settings.tracking_uri, batch_id)
     else:
         _score_here(options, settings.tracking_uri, batch_id)
+
+
+def _every_shard_here(options: dict[str, object]) -> bool:
+    """`--shards N` with no shard named (no `--shard-index`, no JOB_COMPLETION_INDEX): all N shards, here."""
+    from click.core import ParameterSource
+
+    named = click.get_current_context().get_parameter_source("shard_index")
+    return int(str(options["shards"])) > 1 and named is ParameterSource.DEFAULT
+
+
+def _score_in_processes(options: dict[str, object], tracking_uri: str, batch_id: str) -> None:
+    """The batch's shards as local processes (`cli.local_shards`), each given the version (an alias is
+    resolved once here), the batch id and the batch's parent run (created here unless --no-record)."""
+    from modelloop.cli.local_shards import run_local_shards
+    from modelloop.contract.model_ref import parse_model_ref
+    from modelloop.deploy.kubernetes.jobs import option_removed
+
+    shards = int(str(options["shards"]))
+    model = str(options["model"])
+    name, ref = parse_model_ref(model)
+    if not ref.isdigit():
+        name, ref = _pinned_version(tracking_uri, model)
+    args = _given_args()
+    for flag in ("--model", "--batch-id", "--shards", "--shard-index", "--parent-run"):
+        args = option_removed(args, flag)
+    args = ["--model", f"{name}/{ref}", *args, "--batch-id", batch_id, "--shards", str(shards)]
+    if options["no_record"]:
+        run_local_shards(args, shards=shards, batch_id=batch_id, progress=not options["quiet"])
+        return
+    from modelloop.batch.records import MlflowRecorder
+
+    recorder = MlflowRecorder(tracking_uri)
+    parent = recorder.parent(batch_id, shards, model=name)
+    try:
+        run_local_shards(
+            [*args, "--parent-run", parent], shards=shards, batch_id=batch_id, progress=not options["quiet"]
+        )
+    except BaseException as exc:  # the shards did not all finish: the parent run says so
+        recorder.parent_ended(parent, "FAILED" if isinstance(exc, Exception) else "KILLED")
+        raise
 
 
 def _score_here(options: dict[str, object], tracking_uri: str, batch_id: str) -> None:

@@ -1,0 +1,165 @@
+"""`modelloop score --shards N` on one machine: the N shards as local processes, as the Indexed Job runs them.
+
+`modelloop score --shards N` without `--shard-index` (and outside an Indexed Job's pod, where
+`JOB_COMPLETION_INDEX` names the shard) scores the whole input here: `run_local_shards` starts
+`modelloop score` once per shard with the command's own arguments, `--shard-index i`, the batch id, the
+version (an alias is resolved once by the caller, so every shard scores with the same version) and the
+batch's parent MLflow run.
+At most as many shards run at once as this process may use cores (the rest wait for a free one), each with
+one OpenMP and one Arrow thread unless `OMP_NUM_THREADS` is set, and each within its own `--memory-budget`.
+
+Every line a shard prints is passed on prefixed with `[shard i]`, except its progress lines: those are
+summed into one progress line of the batch (rows done of the total, rows/s, ETA). A shard writes and
+commits its own part and its own child run, as in the Job; when one fails, the others still finish, and the
+command then fails naming the failed shards: a re-run with the same `--batch-id` replaces every part, so
+nothing is counted twice.
+Ctrl-C or SIGTERM stops every shard (their uncommitted parts are removed by the shards themselves).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import FrameType
+
+import click
+
+from modelloop.batch.progress import Progress, parse_line
+from modelloop.contract.errors import ModelloopError
+
+
+class ShardsFailedError(ModelloopError):
+    """Some shards of a local batch failed (their own errors were printed above)."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def shard_env(environ: dict[str, str]) -> dict[str, str]:
+    """A shard's environment: `environ`, with one OpenMP thread unless the user chose a number."""
+    env = dict(environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class _BatchProgress:
+    """The batch's progress line, from its shards' progress lines (called from their relay threads)."""
+
+    def __init__(self, shards: int, *, enabled: bool) -> None:
+        self._shards = shards
+        self._progress = Progress(None, enabled=enabled)
+        self._done: dict[int, int] = {}
+        self._totals: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def shard_line(self, index: int, rows: int, total: int | None) -> None:
+        with self._lock:
+            delta = rows - self._done.get(index, 0)
+            self._done[index] = rows
+            if total is not None:
+                self._totals[index] = total
+                if len(self._totals) == self._shards:
+                    self._progress.total = sum(self._totals.values())
+            self._progress.advance(delta)
+
+    def done(self) -> None:
+        with self._lock:
+            self._progress.done()
+
+
+def _relay(index: int, stream: Iterable[str], progress: _BatchProgress) -> None:
+    """Pass a shard's output on: progress lines into the batch's line, the others prefixed with its index."""
+    for line in stream:
+        parsed = parse_line(line)
+        if parsed is not None:
+            progress.shard_line(index, *parsed)
+        else:
+            click.echo(f"[shard {index}] {line.rstrip()}")
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def run_local_shards(
+    args: Sequence[str], *, shards: int, batch_id: str, progress: bool = True, parallel: int | None = None
+) -> None:
+    """Run shards 0..N-1 of `modelloop score ARGS` (ARGS already carry the model, batch id, `--shards`
+    and parent run) as local processes, at most `parallel` (default: the usable cores) at once; raises
+    ShardsFailedError naming the shards that failed (see the module docstring)."""
+    width = max(1, min(shards, parallel or usable_cores()))
+    shown = _BatchProgress(shards, enabled=progress)
+    env = shard_env(dict(os.environ))
+    started = time.monotonic()
+    pending = list(range(shards))
+    running: dict[int, tuple[subprocess.Popen[str], threading.Thread]] = {}
+    failed: list[int] = []
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+        for proc, _ in running.values():
+            proc.terminate()
+
+    previous = (
+        signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    )
+    click.echo(f"batch {batch_id}: {shards} shards in local processes, {width} at a time")
+    try:
+        while (pending or running) and not stopping:
+            while pending and len(running) < width:
+                index = pending.pop(0)
+                cmd = [sys.executable, "-m", "modelloop", "score", *args, "--shard-index", str(index)]
+                proc = subprocess.Popen(
+                    cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+                )
+                relay = threading.Thread(target=_relay, args=(index, proc.stdout, shown), daemon=True)
+                relay.start()
+                running[index] = (proc, relay)
+            for index, (proc, relay) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                relay.join()
+                _close(proc)
+                del running[index]
+                if proc.returncode != 0:
+                    failed.append(index)
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C: the shards got it too; make sure they end
+        for proc, _ in running.values():
+            proc.terminate()
+        raise
+    finally:
+        for proc, relay in running.values():
+            proc.wait()
+            relay.join()
+            _close(proc)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if stopping:
+        raise SystemExit(128 + stopping[0])
+    took = time.monotonic() - started
+    shown.done()
+    if failed:
+        names = ", ".join(str(i) for i in sorted(failed))
+        written = shards - len(failed)
+        kept = f"the other {written} part(s) are written" if written else "no part is written"
+        raise ShardsFailedError(
+            f"batch {batch_id}: shard(s) {names} of {shards} failed (above); {kept}: re-run with "
+            f"--batch-id {batch_id} to score the batch again (its parts are replaced)"
+        )
+    click.echo(f"batch {batch_id}: {shards} shards scored in {took:.1f} s")
+
+
+__all__ = ["ShardsFailedError", "run_local_shards", "shard_env", "usable_cores"]
