@@ -41,7 +41,7 @@ from modelloop.contract.registry import (
     TAG_TRAINING_RUN,
     TEST_METRIC_PREFIX,
 )
-from modelloop.training import model_logging
+from modelloop.training import model_logging, records
 from modelloop.training.config import TrainingConfig
 from modelloop.training.datasets import load_dataset
 from modelloop.training.fitting import build_model
@@ -239,11 +239,9 @@ def _record(
     metrics: dict[str, float],
 ) -> Any:
     """Params, metrics, reference profile and model on the student's run (MLflow's fluent API)."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     assert config.distill is not None
     dcfg = config.distill
-    with _use_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+    with records.fluent_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         mlflow.log_params(
             {
                 "student": dcfg.student.label,

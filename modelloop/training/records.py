@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,6 +277,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@contextmanager
+def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (`start_run`, `log_*`, `mlflow.sklearn.log_model`) reads only the process-wide
+    tracking URI: set it for the block, restore the previous one (unset included) afterwards."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        yield
+
+
 __all__ = [
     "COMPARISON_TABLE_PATH",
     "HISTORY_PLOT_PATH",
@@ -285,6 +297,7 @@ __all__ = [
     "connect",
     "existing_experiment",
     "experiment_id",
+    "fluent_tracking_uri",
     "git_commit",
     "log_outcome",
     "log_start",

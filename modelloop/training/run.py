@@ -9,8 +9,8 @@ leaving refit, recording and registration to the process that runs the training 
 `study.workers` > 1 this process tunes beside that many minus one local tune-only workers
 (`training.workers`) and finishes once they exit; with `finish_if_first` (a pod of the tuning Job) a worker
 that sees the study full takes the study's finishing lock and finishes unless the training's version exists
-(`_claim_finish`). A full study whose finishing step registered a version is not trained again, nor
-registered twice.
+(`training.finishing`: the lock, the refit, the gate, the record and the registration). A full study whose
+finishing step registered a version is not trained again, nor registered twice.
 
 MLflow is reached through clients built from `tracking_uri`; the process-wide tracking URI is set only while
 the outcome is logged on the parent run (MLflow's fluent logging, `mlflow.sklearn.log_model` among it, reads
@@ -22,44 +22,34 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from sklearn.pipeline import Pipeline
 
 from modelloop.adapters import mlflow_errors
 from modelloop.adapters.mlflow_registry import MlflowModelRegistry
 from modelloop.contract.errors import ConfigError, InvalidInputError, ModelloopError, UnavailableError
 from modelloop.contract.registry import TAG_TRIGGERED_BY
 from modelloop.training import budget, records, version_record, workers
+from modelloop.training import finishing as finishing_step
 from modelloop.training.baselines import describe as describe_baseline
-from modelloop.training.baselines import fit_baseline
 from modelloop.training.config import TrainingConfig
-from modelloop.training.datasets import LoadedDataset, Prepared, load_dataset, prepare
 from modelloop.training.distill import Distilled, distil
-from modelloop.training.fitting import fit_final
-from modelloop.training.gate import GateResult, decide, score_production
+from modelloop.training.finishing import Evaluated
+from modelloop.training.inputs import Inputs, load_inputs
 from modelloop.training.interrupts import run_status_for, sigterm_interrupts
-from modelloop.training.metrics import evaluate
-from modelloop.training.progress import TrainingProgress, quiet_optuna, summary_table
-from modelloop.training.registration import choose_alias, existing_version, register
-from modelloop.training.serialization import version_tags
-from modelloop.training.splits import Split, split
+from modelloop.training.progress import TrainingProgress, quiet_optuna
+from modelloop.training.splits import Split
 from modelloop.training.study import (
-    FINISH_ATTR,
     PARENT_RUN_ATTR,
     REGISTERED_ATTR,
     Objective,
-    best_trial,
-    finisher_id,
     open_storage,
     open_study,
     tune,
@@ -87,16 +77,6 @@ class TrainingResult:
 
 
 @dataclass(frozen=True)
-class _Inputs:
-    """The data of one training, checked and split, and the baseline fit on it (before any run exists)."""
-
-    loaded: LoadedDataset
-    prepared: Prepared
-    data: Split
-    baseline: Pipeline
-
-
-@dataclass(frozen=True)
 class _Parent:
     """The study and the parent run the training records into."""
 
@@ -105,16 +85,6 @@ class _Parent:
     created: bool  # the run was created by this process
     experiment: str
     registered: str | None = None  # the version a finished run of this study registered
-
-
-@dataclass(frozen=True)
-class _Evaluated:
-    """The refit model, its and the baseline's test metrics, the gate's verdict and the alias it earns."""
-
-    best: optuna.trial.FrozenTrial
-    outcome: records.Outcome
-    gate: GateResult
-    alias: str | None
 
 
 def run_training(
@@ -133,7 +103,7 @@ def run_training(
     as a tune-only worker) the trials run in that many workers, this process and worker processes
     (`training.workers`), and this process finishes. With `finish_if_first`, a tune-only worker (a pod of
     the tuning Job) that sees the study full finishes under the study's finishing lock, or finds the version
-    its holder registered (`_claim_finish`).
+    its holder registered (`training.finishing.claim_finish`).
     """
     if (tune_only or finish_if_first) and config.study.storage is None:
         raise ConfigError(
@@ -175,7 +145,7 @@ def _run(
     config_source: str | None,
 ) -> TrainingResult:
     client = records.connect(tracking_uri)
-    inputs = _inputs(config)
+    inputs = load_inputs(config)
     parent = _open_parent(client, config)
     if parent.registered is not None:
         return _already_registered(config, parent)
@@ -192,18 +162,21 @@ def _run(
         if tune_only or (finish_if_first and not _study_full(config, parent.study)):
             log.info("tuned %d trials of study %s as a worker", ran, parent.study.study_name)
             return _worker_result(config, parent, ran)
-        registered = _claim_finish(client, config, parent, finishing)
+        registered = finishing_step.claim_finish(client, config, parent.study, parent.run_id, finishing)
         if registered is not None:
             return _already_registered(config, replace(parent, registered=registered))
-        evaluated = _evaluate(config, parent.study, inputs, tracking_uri=tracking_uri, unlogged=unlogged)
+        evaluated = finishing_step.evaluate_best(
+            config, parent.study, inputs, tracking_uri=tracking_uri, unlogged=unlogged
+        )
         registry = MlflowModelRegistry(tracking_uri)
         retrain = version_record.retrain_tags(registry, triggered_by)
-        version = _record_and_register(
+        version = finishing_step.record_and_register(
             client,
             config,
-            parent,
-            inputs,
-            evaluated,
+            parent.study,
+            parent.run_id,
+            inputs=inputs,
+            evaluated=evaluated,
             tracking_uri=tracking_uri,
             triggered_by=triggered_by,
             retrain=retrain,
@@ -227,7 +200,7 @@ def _run(
             )  # fmt: skip
             result = replace(result, student=student)
         if progress is not None:
-            progress.finished(_summary(config, ran=ran, evaluated=evaluated, result=result))
+            progress.finished(finishing_step.summary(config, ran=ran, evaluated=evaluated, version=version))
         return result
     except MlflowException as exc:
         _mark_failed(client, parent.run_id)
@@ -270,50 +243,6 @@ def _study_full(config: TrainingConfig, study: optuna.Study) -> bool:
     return n_trials is None or budget.counts(study)[0] >= n_trials
 
 
-def _claim_finish(
-    client: MlflowClient, config: TrainingConfig, parent: _Parent, finishing: ExitStack
-) -> str | None:
-    """Take the study's finishing lock, held by `finishing` until the training ends, then return the version
-    this training (its parent run) registered before, if any; None: this process finishes.
-
-    The lock is a PostgreSQL advisory lock (pods of the tuning Job) or a file lock (local workers), so the
-    database or the operating system releases it when its holder dies, however it dies, and the next waiting
-    or retried worker takes over. Whoever holds it finishes; every other worker that sees the study full waits
-    for it, then finds the version (`registration.existing_version`) and registers nothing: the other indexes
-    of a tuning Job, two pods of one index (Kubernetes may run both at once), a pod retried after registering.
-    (A claim by host name and index let two pods of one index both finish: two versions.)"""
-    lock = budget.ClaimLock(config.study.storage, f"{parent.study.study_name}/finish")
-    finishing.callback(lock.close)
-    log.info("finishing study %s, or waiting for the worker finishing it", parent.study.study_name)
-    finishing.enter_context(lock.held())
-    registered = existing_version(client, config.model_name, parent.run_id)
-    if registered is None:
-        parent.study.set_user_attr(FINISH_ATTR, finisher_id())  # who finished, for the record
-        return None
-    # a finisher that died after registering left the study unmarked and the run open: complete both
-    if parent.study.user_attrs.get(REGISTERED_ATTR) != registered:
-        parent.study.set_user_attr(REGISTERED_ATTR, registered)
-    if client.get_run(parent.run_id).info.status != "FINISHED":
-        client.set_terminated(parent.run_id, "FINISHED")
-    return registered
-
-
-def _inputs(config: TrainingConfig) -> _Inputs:
-    """Load, check and split the data and fit the baseline: everything that may refuse bad input."""
-    loaded = load_dataset(config.dataset)
-    prepared = prepare(
-        loaded.frame,
-        target=config.target,
-        task=config.task,
-        features=config.dataset.features,
-        drop=config.dataset.drop,
-        time_column=config.split.time_column,
-    )
-    data = split(prepared, config.split, seed=config.seed)
-    baseline = fit_baseline(config.baseline, task=config.task, x=data.fit_x, y=data.fit_y, seed=config.seed)
-    return _Inputs(loaded, prepared, data, baseline)
-
-
 def _open_parent(client: MlflowClient, config: TrainingConfig) -> _Parent:
     """The study and the parent run (a deleted experiment is refused before either is created)."""
     try:
@@ -343,7 +272,7 @@ def _open_parent(client: MlflowClient, config: TrainingConfig) -> _Parent:
 
 
 def _log_start(
-    client: MlflowClient, run_id: str, config: TrainingConfig, inputs: _Inputs, *, config_source: str | None
+    client: MlflowClient, run_id: str, config: TrainingConfig, inputs: Inputs, *, config_source: str | None
 ) -> None:
     records.log_start(
         client,
@@ -414,112 +343,8 @@ def _tune(
     return ran, stats.failed
 
 
-def _evaluate(
-    config: TrainingConfig, study: optuna.Study, inputs: _Inputs, *, tracking_uri: str, unlogged: int
-) -> _Evaluated:
-    """Refit the best trial's pipeline, score it, the baseline and production on the test set, and gate it."""
-    data = inputs.data
-    best = best_trial(study)
-    model = fit_final(config, best.params, data)  # a family, a class or the objective's own model
-    metric = config.metric.name
-    model_metrics = evaluate(model, data.x_test, data.y_test, config.task, required=metric)
-    baseline_metrics = evaluate(inputs.baseline, data.x_test, data.y_test, config.task, required=metric)
-    production = score_production(
-        MlflowModelRegistry(tracking_uri),
-        config.model_name,
-        data.x_test,
-        data.y_test,
-        task=config.task,
-        metric=metric,
-    )
-    gate = decide(
-        config.promotion,
-        metric=metric,
-        direction=config.direction,
-        model=model_metrics,
-        baseline=baseline_metrics,
-        production=production,
-    )
-    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    outcome = records.Outcome(
-        model=model,
-        best_params=dict(best.params),
-        best_value=float(best.value or 0.0),
-        model_metrics=model_metrics,
-        baseline_metrics=baseline_metrics,
-        production=production,
-        trial_counts={k: counts.get(k, 0) for k in ("COMPLETE", "PRUNED", "FAIL")},
-        unlogged_trials=unlogged,
-    )
-    alias = choose_alias(
-        policy=config.promotion.policy,
-        configured=config.promotion.alias,
-        passed=gate.passed,
-        has_production=production is not None,
-    )
-    return _Evaluated(best, outcome, gate, alias)
-
-
-@contextmanager
-def _fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
-    """MLflow's fluent API (`start_run`, `log_*`, `mlflow.sklearn.log_model`) reads only the process-wide
-    tracking URI: set it for the block, restore the previous one (unset included) afterwards."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with _use_tracking_uri(tracking_uri):
-        yield
-
-
-def _record_and_register(
-    client: MlflowClient,
-    config: TrainingConfig,
-    parent: _Parent,
-    inputs: _Inputs,
-    evaluated: _Evaluated,
-    *,
-    tracking_uri: str,
-    triggered_by: str | None,
-    retrain: dict[str, str],
-) -> str:
-    """Log the outcome on the parent run, then register the version with the gate's verdict (and, for a
-    retraining, the retraining tags: `training.version_record`)."""
-    run_id = parent.run_id
-    with _fluent_tracking_uri(tracking_uri):
-        # the fluent API keeps a process-wide active experiment: point it at this run's so a caller's
-        # earlier set_experiment() cannot refuse the resumption
-        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
-        with mlflow.start_run(run_id=run_id):
-            info = records.log_outcome(
-                client,
-                run_id,
-                config,
-                evaluated.outcome,
-                study=parent.study,
-                loaded=inputs.loaded,
-                data=inputs.data,
-                triggered_by=triggered_by,
-            )
-            version = register(
-                client,
-                config.model_name,
-                model_uri=info.model_uri,
-                model_id=getattr(info, "model_id", None),
-                run_id=run_id,
-                tags={
-                    **version_record.registration_tags(evaluated.gate, run_id, retrain=retrain),
-                    **version_tags(config, evaluated.outcome.model),
-                },
-                alias=evaluated.alias,
-            )
-            # marked before the run ends: a worker starting now sees the run open (and waits for the
-            # finishing lock, then finds the version) or the study registered, never a finished run to
-            # replace with a new one that would register again
-            parent.study.set_user_attr(REGISTERED_ATTR, version)
-            return version
-
-
 def _result(
-    config: TrainingConfig, parent: _Parent, evaluated: _Evaluated, *, version: str, ran: int
+    config: TrainingConfig, parent: _Parent, evaluated: Evaluated, *, version: str, ran: int
 ) -> TrainingResult:
     return TrainingResult(
         run_id=parent.run_id,
@@ -532,29 +357,6 @@ def _result(
         gate_reasons=evaluated.gate.reasons,
         trials_run=ran,
         experiment_id=parent.experiment,
-    )
-
-
-def _summary(config: TrainingConfig, *, ran: int, evaluated: _Evaluated, result: TrainingResult) -> str:
-    gate, outcome = evaluated.gate, evaluated.outcome
-    production = None
-    if gate.production is not None and gate.production.metrics is not None:
-        production = (gate.production.version, gate.production.metrics)
-    registered = f"registered   {result.model_name} version {result.version}"
-    registered += f", alias {result.promoted_alias}" if result.promoted_alias else " (no alias moved)"
-    return summary_table(
-        metric=config.metric.name,
-        counts=outcome.trial_counts,
-        ran_here=ran,
-        best_number=evaluated.best.number,
-        best_value=outcome.best_value,
-        best_params=outcome.best_params,
-        model_metrics=outcome.model_metrics,
-        baseline_metrics=outcome.baseline_metrics,
-        baseline_name=describe_baseline(config.baseline, config.task),
-        production=production,
-        gate_lines=[f"gate         {'passed' if gate.passed else 'failed'}: " + "; ".join(gate.reasons)],
-        registered=registered,
     )
 
 
