@@ -178,39 +178,42 @@ def distil(
     )
     run_id = run.info.run_id
     try:
-        info = _record(
-            config,
-            student,
-            run_id=run_id,
-            tracking_uri=tracking_uri,
-            data=data,
-            rows=len(rows),
-            metrics={
-                **{f"{TEST_METRIC_PREFIX}{k}": v for k, v in student_metrics.items()},
-                **{f"{TEACHER_METRIC_PREFIX}{k}": v for k, v in teacher_metrics.items()},
-                "latency.teacher_single_row_ms": teacher_ms,
-                "latency.student_single_row_ms": student_ms,
-                "latency.speedup": teacher_ms / student_ms if student_ms > 0 else float("inf"),
-                f"quality_gap.{metric}": gap,
-            },
-        )
-        tags = {
-            TAG_GATE: "passed" if passed else "failed",
-            TAG_GATE_REASONS: reason,
-            TAG_GATE_MARGIN: f"{dcfg.max_quality_gap - gap:.6g}",
-            TAG_TRAINING_RUN: run_id,
-            TAG_TEACHER: teacher_ref,
-            **version_tags(student_cfg, student),
-        }
-        version = register(
-            client,
-            name,
-            model_uri=info.model_uri,
-            model_id=getattr(info, "model_id", None),
-            run_id=run_id,
-            tags=tags,
-            alias=None,
-        )
+        # a database registry (sqlite:///, postgresql://) reads the logged model back through MLflow's
+        # process-wide tracking URI: keep it on this training's store until the version exists
+        with records.fluent_tracking_uri(tracking_uri):
+            info = _record(
+                config,
+                student,
+                run_id=run_id,
+                tracking_uri=tracking_uri,
+                data=data,
+                rows=len(rows),
+                metrics={
+                    **{f"{TEST_METRIC_PREFIX}{k}": v for k, v in student_metrics.items()},
+                    **{f"{TEACHER_METRIC_PREFIX}{k}": v for k, v in teacher_metrics.items()},
+                    "latency.teacher_single_row_ms": teacher_ms,
+                    "latency.student_single_row_ms": student_ms,
+                    "latency.speedup": teacher_ms / student_ms if student_ms > 0 else float("inf"),
+                    f"quality_gap.{metric}": gap,
+                },
+            )
+            tags = {
+                TAG_GATE: "passed" if passed else "failed",
+                TAG_GATE_REASONS: reason,
+                TAG_GATE_MARGIN: f"{dcfg.max_quality_gap - gap:.6g}",
+                TAG_TRAINING_RUN: run_id,
+                TAG_TEACHER: teacher_ref,
+                **version_tags(student_cfg, student),
+            }
+            version = register(
+                client,
+                name,
+                model_uri=info.model_uri,
+                model_id=getattr(info, "model_id", None),
+                run_id=run_id,
+                tags=tags,
+                alias=None,
+            )
         client.set_model_version_tag(config.model_name, teacher_version, TAG_STUDENT, f"{name}/{version}")
         client.set_terminated(run_id, "FINISHED")
     except BaseException:

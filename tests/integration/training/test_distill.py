@@ -102,3 +102,16 @@ def test_the_teacher_also_labels_unlabelled_rows(tracking_uri: str, model_name: 
     assert run.data.params["distill.rows"] == str(training_rows + 100)
     assert run.data.params["distill.on"] == "train+unlabelled"
     assert np.isfinite(result.student.quality_gap)
+
+
+def test_a_database_tracking_uri_registers_the_teacher_and_the_student(tmp_path: Path) -> None:
+    """MLflow users often point MLFLOW_TRACKING_URI at a database file; the registry then reads the logged
+    model back through the process-wide URI (the student's registration once failed here: not found)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = load_config(EXAMPLE, ["study.n_trials=2", "model_name=bc-in-a-database"])
+    result = run_training(config, tracking_uri=uri)
+    assert result.version == "1"
+    assert result.student is not None and result.student.version == "1"
+    client = MlflowClient(uri)
+    assert client.get_model_version("bc-in-a-database-student", "1").tags[TAG_TEACHER] == "bc-in-a-database/1"
+    assert client.get_model_version("bc-in-a-database", "1").tags[TAG_STUDENT] == "bc-in-a-database-student/1"
