@@ -65,7 +65,7 @@ def test_student_is_trained_gated_linked_registered_and_served(
         metrics[f"{TEACHER_METRIC_PREFIX}roc_auc"] == teacher_run.data.metrics[f"{TEST_METRIC_PREFIX}roc_auc"]
     )
     assert metrics["latency.teacher_single_row_ms"] > 0 and metrics["latency.student_single_row_ms"] > 0
-    assert run.data.params["student"] == "logistic_regression"
+    assert run.data.params["student"] == "sklearn.tree.DecisionTreeClassifier"
     assert run.data.params["distill.temperature"] == "2.0"
     profile = ReferenceProfile.model_validate_json(
         mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_PATH}")
