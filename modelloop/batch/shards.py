@@ -1,10 +1,14 @@
 """Which share of the input one shard scores: `Shard(index, count)`, parsed from `index::N`.
 
-Used by `batch.sources`: a Parquet file is split by row groups (group g goes to shard g mod N), a CSV file by
-its read blocks (the same rule), a query by contiguous ranges of an integer key column (`key_bounds`: the
-key's [min, max] cut into N ranges of equal width; the first range is open below and holds the NULL keys, the
-last is open above), so each shard's SQL is a range condition an index on the key serves. Every row belongs
-to exactly one shard whatever N is, so N shards together score the input once.
+Used by `batch.sources`:
+- a Parquet file is cut into N contiguous row ranges of equal size (`row_range`, from its footer's row
+  count), each shard decoding only the row groups its range touches, so a file of a single row group splits
+  as well as one of many;
+- a CSV file by its read blocks (block b goes to shard b mod N);
+- a query by contiguous ranges of an integer key column (`key_bounds`: the key's [min, max] cut into N
+  ranges of equal width; the first range is open below and holds the NULL keys, the last is open above), so
+  each shard's SQL is a range condition an index on the key serves.
+Every row belongs to exactly one shard whatever N is, so N shards together score the input once.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ class Shard:
         return self.count == 1
 
     def owns(self, position: int) -> bool:
-        """True when the block (row group, read block) at `position` is this shard's."""
+        """True when the block (a CSV read block) at `position` is this shard's."""
         return position % self.count == self.index
 
-    def row_groups(self, n_groups: int) -> list[int]:
-        """The row groups of a file with `n_groups` that this shard reads."""
-        return [g for g in range(n_groups) if self.owns(g)]
+    def row_range(self, total: int) -> tuple[int, int]:
+        """This shard's rows `[start, stop)` of `total` rows: N contiguous ranges whose sizes differ by at
+        most one row (empty ones when there are fewer rows than shards)."""
+        return self.index * total // self.count, (self.index + 1) * total // self.count
 
     def key_bounds(self, low: int, high: int) -> tuple[int | None, int | None]:
         """This shard's key range `[lower, upper)` over keys from `low` to `high` (None: open on that side).

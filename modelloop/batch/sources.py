@@ -62,7 +62,8 @@ def _unreadable(path: Path, what: str, exc: BaseException) -> InvalidInputError:
 
 
 class ParquetSource:
-    """A Parquet file; a shard reads the row groups g with g mod N = index."""
+    """A Parquet file; a shard reads its contiguous range of rows (`Shard.row_range`), decoding only the row
+    groups that range touches (a row group two ranges share is decoded by both, each keeping its part)."""
 
     kind = "parquet"
 
@@ -86,24 +87,36 @@ class ParquetSource:
         self._columns = columns
 
     def total_rows(self) -> int:
-        meta = self._file.metadata
-        return sum(meta.row_group(g).num_rows for g in self.shard.row_groups(meta.num_row_groups))
+        start, stop = self.shard.row_range(self._file.metadata.num_rows)
+        return stop - start
 
     def chunks(self, chunk_rows: int) -> Iterator[Chunk]:
         meta = self._file.metadata
-        offsets = [0]
-        for g in range(meta.num_row_groups):
-            offsets.append(offsets[-1] + meta.row_group(g).num_rows)
-        for group in self.shard.row_groups(meta.num_row_groups):
-            first = offsets[group]
-            try:
-                for batch in self._file.iter_batches(
-                    batch_size=chunk_rows, row_groups=[group], columns=self._columns, use_threads=False
-                ):
-                    yield Chunk(first, batch)
-                    first += batch.num_rows
-            except (OSError, pa.ArrowException) as exc:
-                raise _unreadable(self.path, "Parquet", exc) from None
+        start, stop = self.shard.row_range(meta.num_rows)
+        first = 0  # the input row number of the next row group's first row
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            if first < stop and first + rows > start:
+                yield from self._group(group, first, start, stop, chunk_rows)
+            first += rows
+
+    def _group(self, group: int, first: int, start: int, stop: int, chunk_rows: int) -> Iterator[Chunk]:
+        """The rows of row group `group` (its first row is input row `first`) within `[start, stop)`."""
+        try:
+            for batch in self._file.iter_batches(
+                batch_size=chunk_rows, row_groups=[group], columns=self._columns, use_threads=False
+            ):
+                end = first + batch.num_rows
+                if end > start:
+                    lo, hi = max(start - first, 0), min(stop, end) - first
+                    yield Chunk(
+                        first + lo, batch if (lo, hi) == (0, batch.num_rows) else batch.slice(lo, hi - lo)
+                    )
+                first = end
+                if first >= stop:
+                    return
+        except (OSError, pa.ArrowException) as exc:
+            raise _unreadable(self.path, "Parquet", exc) from None
 
     def digest(self) -> str:
         meta = self._file.metadata

@@ -3,7 +3,7 @@ controller) with the node stand-in running the pods as local processes of this p
 
 The chart's batch Job template (rendered by the real `helm template`, batch on, MLflow external) is launched
 by `modelloop score --on-kubernetes --shards 3`; the Job controller creates one pod per index with
-`JOB_COMPLETION_INDEX`, each scores its row groups of a Parquet file into its own part, and the batch's
+`JOB_COMPLETION_INDEX`, each scores its range of rows of a Parquet file into its own part, and the batch's
 parent MLflow run ends with a child per shard and the summed counts. Launching it again with the same batch id
 replaces the parts: no row twice.
 """

@@ -31,14 +31,40 @@ SCHEMA = ModelSchema(
 )
 
 
-def test_shards_parse_and_split_row_groups_exactly_once() -> None:
+def test_shards_parse_and_split_rows_exactly_once_in_even_contiguous_ranges() -> None:
     assert Shard.parse("2::5") == Shard(2, 5)
     for bad in ["2", "5::5", "a::b", "-1::3"]:
         with pytest.raises(InvalidInputError):
             Shard.parse(bad)
-    for count in range(1, 8):
-        groups = [g for i in range(count) for g in Shard(i, count).row_groups(23)]
-        assert sorted(groups) == list(range(23))
+    for total in (0, 1, 5, 23, 1_000_003):
+        for count in range(1, 8):
+            ranges = [Shard(i, count).row_range(total) for i in range(count)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == total
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous
+            sizes = [stop - start for start, stop in ranges]
+            assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("group_rows", [1, 7, 100, 1_000])
+def test_parquet_shards_read_every_row_once_whatever_the_row_groups(tmp_path: Path, group_rows: int) -> None:
+    """One row group or many, aligned with the ranges or not: N shards read rows 0..T-1 once, in order,
+    each chunk's first_row its input row number, and only their own rows (a shared group is sliced)."""
+    total = 523
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": pa.array(range(total), type=pa.int64())}), path, row_group_size=group_rows)
+    for count in (1, 2, 3, 8):
+        seen: list[int] = []
+        for index in range(count):
+            source = ParquetSource(path, shard=Shard(index, count))
+            mine: list[int] = []
+            for chunk in source.chunks(64):
+                ids = chunk.batch.column("id").to_pylist()
+                assert ids == list(range(chunk.first_row, chunk.first_row + len(ids)))
+                assert len(ids) <= 64
+                mine += ids
+            assert len(mine) == source.total_rows()
+            seen += mine
+        assert seen == list(range(total))
 
 
 def test_sizes_and_batch_ids() -> None:
