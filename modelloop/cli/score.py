@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 
 from modelloop.cli.errors import reports_errors
+from modelloop.cli.options import log_level_option
 from modelloop.contract.errors import InvalidInputError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -73,7 +75,8 @@ def check_batch_id(batch_id: str) -> str:
 @click.option("--memory-budget", default="1G", show_default=True, help="Peak memory of the process.")
 @click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
 @click.option("--no-record", is_flag=True, help="Write no MLflow run.")
-@click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option("--quiet", is_flag=True, help="No progress line (and warnings and errors only in the log).")
+@log_level_option()
 @click.option("--on-kubernetes", is_flag=True, help="Launch the chart's Indexed Job with --shards indexes.")
 @click.option(
     "--job-template",
@@ -91,9 +94,10 @@ def score(**options: object) -> None:
     from modelloop.contract.logs import configure_logging
     from modelloop.contract.settings import CommonSettings
 
-    tracking_uri = options["tracking_uri"]
-    settings = CommonSettings(tracking_uri=str(tracking_uri)) if tracking_uri else CommonSettings()
-    configure_logging(settings.log_level, settings.log_format)
+    given: dict[str, Any] = {"tracking_uri": options["tracking_uri"], "log_level": options["log_level"]}
+    settings = CommonSettings(**{k: v for k, v in given.items() if v is not None})
+    quiet = bool(options["quiet"]) and settings.log_level == "INFO"
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     batch_id = check_batch_id(str(options["batch_id"] or uuid.uuid4().hex[:12]))
     if options["on_kubernetes"]:
         _launch(options, settings.tracking_uri, batch_id)
