@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
+from modelloop.adapters.mlflow_batch_runs import BATCH_EXPERIMENT, TAG_BATCH_ID
 from modelloop.cli import cli
 from tests.models import RegisteredModel, register_reference_model
 
@@ -39,6 +40,14 @@ def reference(mlflow_server: str) -> Reference:
     pipe = mlflow.sklearn.load_model(f"models:/{MODEL}/{registered.version}")
     proba = np.asarray(pipe.predict_proba(registered.features))
     return Reference(registered, mlflow_server, proba)
+
+
+def batch_runs(tracking_uri: str, batch_id: str) -> list[mlflow.entities.Run]:
+    """The runs of batch `batch_id` in the batch experiment (its parent and shards, or its one run)."""
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(BATCH_EXPERIMENT)
+    assert exp is not None
+    return list(client.search_runs([exp.experiment_id], f"tags.`{TAG_BATCH_ID}` = '{batch_id}'"))
 
 
 def frame_with_id(reference: Reference) -> pd.DataFrame:

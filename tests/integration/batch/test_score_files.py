@@ -12,21 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import Result
 
-from modelloop.adapters.mlflow_batch_runs import BATCH_EXPERIMENT, TAG_BATCH_ID
-
-from .conftest import Reference, frame_with_id
+from .conftest import Reference, batch_runs, frame_with_id
 
 
 def _scored(output: Path) -> pd.DataFrame:
     parts = sorted(output.glob("*.parquet"))
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-
-
-def _batch_runs(tracking_uri: str, batch_id: str) -> list[mlflow.entities.Run]:
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(BATCH_EXPERIMENT)
-    assert exp is not None
-    return list(client.search_runs([exp.experiment_id], f"tags.`{TAG_BATCH_ID}` = '{batch_id}'"))
 
 
 def test_parquet_answers_equal_the_models_own(
@@ -65,7 +56,7 @@ def test_rejects_are_written_with_reasons_counted_and_recorded(
         f"column '{first}' has no value; the schema requires one"
     }  # pandas NaN -> Parquet null
     assert len(_scored(out)) == 567
-    (run,) = _batch_runs(reference.tracking_uri, "rej")
+    (run,) = batch_runs(reference.tracking_uri, "rej")
     assert run.data.params["model_version"] == reference.model.version
     assert run.data.metrics["rows.scored"] == 567 and run.data.metrics["rows.rejected"] == 2
     assert run.data.params["output"] == str(out)
@@ -84,7 +75,7 @@ def test_a_rerun_with_the_same_batch_id_replaces_rather_than_duplicates(
         assert done.exit_code == 0, done.output
     assert len(_scored(out)) == len(reference.proba)
     assert _scored(out)["row"].tolist() == list(range(len(reference.proba)))
-    assert len(_batch_runs(reference.tracking_uri, "again")) == 1
+    assert len(batch_runs(reference.tracking_uri, "again")) == 1
 
 
 def test_csv_input_by_alias(reference: Reference, tmp_path: Path, run_score: Callable[..., Result]) -> None:

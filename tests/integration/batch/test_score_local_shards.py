@@ -17,19 +17,12 @@ import mlflow
 import pandas as pd
 from click.testing import CliRunner, Result
 
-from modelloop.adapters.mlflow_batch_runs import BATCH_EXPERIMENT, TAG_BATCH_ID, TAG_BATCH_SHARD
+from modelloop.adapters.mlflow_batch_runs import TAG_BATCH_SHARD
 from modelloop.cli import cli
 
-from .conftest import Reference
+from .conftest import Reference, batch_runs
 
 ALIAS = "local-shards"
-
-
-def _runs(tracking_uri: str, batch_id: str) -> list[mlflow.entities.Run]:
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(BATCH_EXPERIMENT)
-    assert exp is not None
-    return list(client.search_runs([exp.experiment_id], f"tags.`{TAG_BATCH_ID}` = '{batch_id}'"))
 
 
 def test_every_shard_scored_here_under_one_parent_run(
@@ -57,7 +50,7 @@ def test_every_shard_scored_here_under_one_parent_run(
     scored = pd.concat([pd.read_parquet(p) for p in parts])
     assert sorted(scored["customer_id"]) == list(range(1000, 1000 + rows))
     assert set(scored["model_version"]) == {reference.model.version}
-    runs = _runs(reference.tracking_uri, "here")
+    runs = batch_runs(reference.tracking_uri, "here")
     [parent] = [r for r in runs if r.data.tags[TAG_BATCH_SHARD] == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags[TAG_BATCH_SHARD] for r in children) == ["0", "1", "2"]
@@ -77,7 +70,7 @@ def test_failed_shards_are_named_and_the_parent_run_ends_failed(
     assert "[shard 1] error: model batch-ref has no version 999" in done.output
     assert "error: batch herefail: shard(s) 0, 1 of 2 failed (above); no part is written" in done.output
     assert not out.exists() or not list(out.glob("*.parquet"))
-    [parent] = _runs(reference.tracking_uri, "herefail")
+    [parent] = batch_runs(reference.tracking_uri, "herefail")
     assert parent.data.tags[TAG_BATCH_SHARD] == "parent" and parent.info.status == "FAILED"
 
 
@@ -107,7 +100,7 @@ def test_sigterm_stops_every_shard_and_ends_the_parent_run_killed(
     assert proc.returncode == 128 + signal.SIGTERM, rest
     assert not any(Path(f"/proc/{pid}").exists() for pid in shard_pids)  # reaped, not left running
     assert not out.exists() or not list(out.glob("*.parquet"))
-    [parent] = _runs(reference.tracking_uri, "hereterm")
+    [parent] = batch_runs(reference.tracking_uri, "hereterm")
     assert parent.info.status == "KILLED"
 
 
