@@ -19,6 +19,7 @@ Ctrl-C or SIGTERM stops every shard (their uncommitted parts are removed by the 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -87,11 +88,6 @@ def _relay(index: int, stream: Iterable[str], progress: _BatchProgress) -> None:
             click.echo(f"[shard {index}] {line.rstrip()}")
 
 
-def _close(proc: subprocess.Popen[str]) -> None:
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def run_local_shards(
     args: Sequence[str], *, shards: int, batch_id: str, progress: bool = True, parallel: int | None = None
 ) -> None:
@@ -103,13 +99,22 @@ def run_local_shards(
     env = shard_env(dict(os.environ))
     started = time.monotonic()
     pending = list(range(shards))
-    running: dict[int, tuple[subprocess.Popen[str], threading.Thread]] = {}
+    running: dict[int, subprocess.Popen[str]] = {}
+    ended: queue.SimpleQueue[int] = queue.SimpleQueue()  # shards whose process exited, as they exit
     failed: list[int] = []
     stopping: list[int] = []
 
+    def watch(index: int, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            _relay(index, proc.stdout, shown)
+        proc.wait()
+        ended.put(index)
+
     def stop(signum: int, _frame: FrameType | None) -> None:
         stopping.append(signum)
-        for proc, _ in running.values():
+        pending.clear()
+        for proc in running.values():
             proc.terminate()
 
     previous = (
@@ -117,34 +122,28 @@ def run_local_shards(
     )
     click.echo(f"batch {batch_id}: {shards} shards in local processes, {width} at a time")
     try:
-        while (pending or running) and not stopping:
+        while pending or running:
             while pending and len(running) < width:
                 index = pending.pop(0)
                 cmd = [sys.executable, "-m", "modelloop", "score", *args, "--shard-index", str(index)]
                 proc = subprocess.Popen(
                     cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
                 )
-                relay = threading.Thread(target=_relay, args=(index, proc.stdout, shown), daemon=True)
-                relay.start()
-                running[index] = (proc, relay)
-            for index, (proc, relay) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                relay.join()
-                _close(proc)
-                del running[index]
-                if proc.returncode != 0:
-                    failed.append(index)
-            time.sleep(0.05)
+                running[index] = proc
+                threading.Thread(target=watch, args=(index, proc), daemon=True).start()
+            try:
+                index = ended.get(timeout=1.0)  # a timeout, so a signal's handler runs promptly
+            except queue.Empty:
+                continue
+            if running.pop(index).returncode != 0:
+                failed.append(index)
     except BaseException:  # Ctrl-C: the shards got it too; make sure they end
-        for proc, _ in running.values():
+        for proc in running.values():
             proc.terminate()
         raise
     finally:
-        for proc, relay in running.values():
+        for proc in running.values():
             proc.wait()
-            relay.join()
-            _close(proc)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if stopping:

@@ -60,7 +60,8 @@ def check_batch_id(batch_id: str) -> str:
     type=click.IntRange(min=1, max=1000),
     default=1,
     show_default=True,
-    help="Shards of the input.",
+    help="Shards of the input: with no shard named, all of them here as local processes; with "
+    "--on-kubernetes, one per index of the Job.",
 )
 @click.option(
     "--shard-index",
