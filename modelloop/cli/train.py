@@ -4,7 +4,9 @@ With `--workers N` the trials run in N worker processes on one study (one progre
 worker) and this process finishes the training once; `--tune-and-finish` is a pod of the tuning Job.
 Prints progress and the summary table on stderr (it hands the training a `StreamProgress` on stderr; the
 training itself prints nothing), and on stdout the run id, the version, the gate's verdict (its reasons too
-with `--quiet`: otherwise the table gave them), the alias moved, and where to open the run in the MLflow UI.
+with `--quiet`: otherwise the table gave them), the alias moved, a distilled student's version, gate and
+single-row latency as served (measured with serving's loader: `cli.served_latency`), and where to open the
+run in the MLflow UI.
 Errors become one `error: ...` line and an exit code (`modelloop.cli.errors`).
 """
 
@@ -14,7 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +24,9 @@ from modelloop.cli.errors import reports_errors
 from modelloop.cli.options import log_level_option, option, tracking_uri_option
 from modelloop.contract.logs import configure_logging
 from modelloop.contract.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from modelloop.training.distill import Distilled
 
 
 def ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
@@ -77,6 +82,7 @@ def train(
     """Tune, record and register a model from a training config."""
     import optuna
 
+    from modelloop.cli.served_latency import served_latency_ms
     from modelloop.training import StreamProgress, load_config, run_training
 
     given: dict[str, Any] = {"tracking_uri": tracking_uri, "log_level": log_level}
@@ -100,6 +106,7 @@ def train(
         tune_only=tune_only,
         finish_if_first=tune_and_finish,
         config_source=str(config_path),
+        served_latency=served_latency_ms(settings.tracking_uri),
     )
     click.echo(f"run_id: {result.run_id}")
     if result.version is None:
@@ -112,6 +119,21 @@ def train(
         # the summary table on stderr gave the gate's reasons already; said once, on stdout, when quiet
         click.echo(f"gate: {verdict} ({'; '.join(result.gate_reasons)})" if quiet else f"gate: {verdict}")
         click.echo(f"alias: {result.promoted_alias or '-'}")
+        if result.student is not None:
+            click.echo(f"student: {_student_line(result.student)}")
     url = ui_url(settings.tracking_uri, result.experiment_id, result.run_id) if result.experiment_id else None
     if url:
         click.echo(f"mlflow ui: {url}")
+
+
+def _student_line(student: Distilled) -> str:
+    """The distilled student in a line: its version, its gate, and one row's latency as served."""
+    gate = "passed" if student.gate_passed else "failed"
+    text = f"{student.model_name} version {student.version} (gate {gate})"
+    teacher_ms, student_ms = student.teacher_served_ms, student.student_served_ms
+    if teacher_ms is not None and student_ms is not None and student_ms > 0:
+        text += (
+            f"; one row as served: {student_ms:.3f} ms against the teacher's {teacher_ms:.3f} ms "
+            f"({teacher_ms / student_ms:.1f}x)"
+        )
+    return text

@@ -10,7 +10,9 @@ teacher labels the training and validation rows (and, with `on: train+unlabelled
 - regression: its predictions, the student's targets.
 The student is scored on the same test rows as the teacher; its gate passes when it trails the teacher by at
 most `max_quality_gap` on the configured metric. Single-row predict latency (median of repeated calls on one
-test row, a DataFrame as serving's slow path gives it) is measured for both. The student is recorded as a run
+test row, a DataFrame straight into the model) is measured for both; with `served_latency` (what `modelloop
+train` passes), also each registered version's latency as the scoring server answers the same row, its
+loader and fast path included (`latency.served.*`). The student is recorded as a run
 nested in the training's parent run, tagged with the teacher's version, with both models' test metrics,
 latencies, the quality gap and its own reference profile, and registered as a version of
 `distill.model_name` (default `<model_name>-student`) with the gate's verdict; the teacher's version gets the
@@ -30,6 +32,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from modelloop.contract.errors import InvalidInputError
@@ -72,6 +75,15 @@ class Distilled:
     teacher_latency_ms: float
     student_latency_ms: float
     student_metrics: dict[str, float]
+    #: single-row latency of each registered version as the scoring server answers (None: not measured)
+    teacher_served_ms: float | None = None
+    student_served_ms: float | None = None
+
+
+#: (model name, version, one row) -> that registered version's single-row latency in ms as the scoring
+#: server answers it (its loader and fast path); given by the caller (`modelloop train`, which may use
+#: serving: training may not)
+ServedLatency = Callable[[str, str, pd.DataFrame], float]
 
 
 def student_config(config: TrainingConfig) -> TrainingConfig:
@@ -146,6 +158,7 @@ def distil(
     parent_run_id: str,
     experiment_id: str,
     tracking_uri: str,
+    served_latency: ServedLatency | None = None,
 ) -> Distilled:
     """Train, gate, record and register the student (see the module docstring)."""
     assert config.distill is not None
@@ -215,6 +228,10 @@ def distil(
                 alias=None,
             )
         client.set_model_version_tag(config.model_name, teacher_version, TAG_STUDENT, f"{name}/{version}")
+        served = _served(
+            client, run_id, served_latency, teacher=(config.model_name, teacher_version),
+            student=(name, version), row=row,
+        )  # fmt: skip
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -228,7 +245,34 @@ def distil(
         student_ms,
         teacher_ms,
     )
-    return Distilled(run_id, name, version, passed, gap, teacher_ms, student_ms, student_metrics)
+    return Distilled(run_id, name, version, passed, gap, teacher_ms, student_ms, student_metrics, *served)
+
+
+def _served(
+    client: MlflowClient,
+    run_id: str,
+    served_latency: ServedLatency | None,
+    *,
+    teacher: tuple[str, str],
+    student: tuple[str, str],
+    row: pd.DataFrame,
+) -> tuple[float | None, float | None]:
+    """Both registered versions' single-row latency as served, logged on the student's run; (None, None)
+    without a measure or when it fails (a warning: the student is registered either way)."""
+    if served_latency is None:
+        return None, None
+    try:
+        teacher_ms, student_ms = served_latency(*teacher, row), served_latency(*student, row)
+    except Exception as exc:  # the loader's or the validation's refusal: the student exists all the same
+        log.warning("single-row latency as served not measured (%s)", type(exc).__name__, exc_info=True)
+        return None, None
+    metrics = {
+        "latency.served.teacher_single_row_ms": teacher_ms,
+        "latency.served.student_single_row_ms": student_ms,
+        "latency.served.speedup": teacher_ms / student_ms if student_ms > 0 else float("inf"),
+    }
+    client.log_batch(run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()])
+    return teacher_ms, student_ms
 
 
 def _record(
@@ -264,6 +308,7 @@ __all__ = [
     "TAG_TEACHER",
     "TEACHER_METRIC_PREFIX",
     "Distilled",
+    "ServedLatency",
     "distil",
     "fit_student",
     "single_row_latency_ms",

@@ -40,7 +40,7 @@ from modelloop.training import budget, records, version_record, workers
 from modelloop.training import finishing as finishing_step
 from modelloop.training.baselines import describe as describe_baseline
 from modelloop.training.config import TrainingConfig
-from modelloop.training.distill import Distilled, distil
+from modelloop.training.distill import Distilled, ServedLatency, distil
 from modelloop.training.finishing import Evaluated
 from modelloop.training.inputs import Inputs, load_inputs
 from modelloop.training.interrupts import run_status_for, sigterm_interrupts
@@ -96,8 +96,12 @@ def run_training(
     tune_only: bool = False,
     finish_if_first: bool = False,
     config_source: str | None = None,
+    served_latency: ServedLatency | None = None,
 ) -> TrainingResult:
     """Tune, record, gate and register one model as `config` says (see the module docstring).
+
+    `served_latency` (with `distill`) measures a registered version's single-row latency as the scoring
+    server answers; `modelloop train` gives one built on serving's loader (`training.distill`).
 
     `progress` hears of every trial and of the outcome (None: nobody does). With `study.workers` > 1 (not
     as a tune-only worker) the trials run in that many workers, this process and worker processes
@@ -119,6 +123,7 @@ def run_training(
             tune_only=tune_only and not finish_if_first,
             finish_if_first=finish_if_first,
             config_source=config_source,
+            served_latency=served_latency,
         )
 
 
@@ -143,6 +148,7 @@ def _run(
     tune_only: bool,
     finish_if_first: bool,
     config_source: str | None,
+    served_latency: ServedLatency | None,
 ) -> TrainingResult:
     client = records.connect(tracking_uri)
     inputs = load_inputs(config)
@@ -196,7 +202,7 @@ def _run(
             student = distil(
                 client, config, teacher=outcome.model, teacher_version=version,
                 teacher_metrics=outcome.model_metrics, data=inputs.data, parent_run_id=parent.run_id,
-                experiment_id=parent.experiment, tracking_uri=tracking_uri,
+                experiment_id=parent.experiment, tracking_uri=tracking_uri, served_latency=served_latency,
             )  # fmt: skip
             result = replace(result, student=student)
         if progress is not None:

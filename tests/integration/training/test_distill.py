@@ -65,6 +65,13 @@ def test_student_is_trained_gated_linked_registered_and_served(
         metrics[f"{TEACHER_METRIC_PREFIX}roc_auc"] == teacher_run.data.metrics[f"{TEST_METRIC_PREFIX}roc_auc"]
     )
     assert metrics["latency.teacher_single_row_ms"] > 0 and metrics["latency.student_single_row_ms"] > 0
+    # as the scoring server answers one row: a bare tree through its own traversal beats the teacher
+    served_teacher = metrics["latency.served.teacher_single_row_ms"]
+    served_student = metrics["latency.served.student_single_row_ms"]
+    assert 0 < served_student < served_teacher
+    assert metrics["latency.served.speedup"] == served_teacher / served_student
+    assert out["student"].startswith(f"{student_name} version 1 (gate ")
+    assert "one row as served" in out["student"]
     assert run.data.params["student"] == "sklearn.tree.DecisionTreeClassifier"
     assert run.data.params["distill.temperature"] == "2.0"
     profile = ReferenceProfile.model_validate_json(
