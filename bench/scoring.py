@@ -175,7 +175,7 @@ def _measure(work: Path, root: Path, tracking_uri: str, reg: Any) -> int:
         f"peak RSS of the command: {rss / 2**20:.0f} MiB "
         f"({'within' if rss <= BUDGET_BYTES else 'over'} the {BUDGET} budget)",
         f"CPU time of the 2 shards / 1 process: {med(r.cpu_share for r in rounds):.2f} "
-        "(1.00: the work is split, nothing repeated)",
+        f"(with only the fixed cost repeated: (2F + P) / (F + P) = {(2 * fixed + per_rows) / one_cpu:.2f})",
         f"2 shards / 1: {med(r.wall_ratio for r in rounds):.2f}x wall, "
         f"{med(r.scoring_ratio for r in rounds):.2f}x load + scoring, "
         f"{med(r.cpu_ratio for r in rounds):.2f}x by CPU time (target >= {TARGET})",
