@@ -88,11 +88,12 @@ class Child:
         """Seconds before score_batch: interpreter, imports, argument checks."""
         return self.wall - self.scoring
 
-    def line(self, label: str) -> str:
-        return (
-            f"{label:<34} {self.wall:>6.1f} s wall, {self.cpu:>6.1f} s CPU, {self.startup:>5.1f} s start-up, "
-            f"{self.scoring:>6.1f} s load + scoring, {self.rss / 2**20:>5.0f} MiB peak"
-        )
+    def line(self, label: str, *, parts: bool = True) -> str:
+        """The figures in a line; `parts=False` leaves out start-up and scoring (a command running shards
+        in processes of its own: its summary lines are the shards')."""
+        cpu = f"{self.cpu:>6.1f} s CPU" + ("" if parts else " (all its processes)")
+        split = f"{self.startup:>5.1f} s start-up, {self.scoring:>6.1f} s load + scoring, " if parts else ""
+        return f"{label:<34} {self.wall:>6.1f} s wall, {cpu}, {split}{self.rss / 2**20:>5.0f} MiB peak"
 
 
 def _spawn(env: dict[str, str], core: str, args: list[str]) -> subprocess.Popen[str]:
@@ -261,7 +262,7 @@ def _round(env: dict[str, str], base: list[str], work: Path, path: Path, small: 
         one.line("  1 process, whole file, core 0:"),
         *(c.line(f"  shard {i} of 2, core {i}:") for i, c in enumerate(two)),
         fixed.line(f"  1 process, {FIXED_ROWS:,} rows, core 0:"),
-        local.line("  --shards 2 command, cores 0-1:"),
+        local.line("  --shards 2 command, cores 0-1:", parts=False),
     ]
     print("\n".join(lines), flush=True)
     return done

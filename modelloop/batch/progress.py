@@ -57,8 +57,9 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.rows / elapsed
         text = f"{self.label} {self.rows:,} rows"
-        if self.total:
-            text += f" of {self.total:,} ({100 * self.rows / self.total:.0f}%)"
+        if self.total is not None:  # a shard with no rows says so too: a sum of shards knows its total
+            done = 100 * self.rows / self.total if self.total else 100.0
+            text += f" of {self.total:,} ({done:.0f}%)"
         text += f", {rate:,.0f} rows/s"
         if self.total and rate > 0 and self.rows < self.total:
             text += f", ETA {_duration((self.total - self.rows) / rate)}"

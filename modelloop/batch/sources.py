@@ -107,8 +107,8 @@ class ParquetSource:
                 batch_size=chunk_rows, row_groups=[group], columns=self._columns, use_threads=False
             ):
                 end = first + batch.num_rows
-                if end > start:
-                    lo, hi = max(start - first, 0), min(stop, end) - first
+                lo, hi = max(start - first, 0), min(stop, end) - first
+                if hi > lo:  # some of this shard's rows (none: a range before this batch, or empty)
                     yield Chunk(
                         first + lo, batch if (lo, hi) == (0, batch.num_rows) else batch.slice(lo, hi - lo)
                     )

@@ -11,6 +11,7 @@ running this same command (`cli.local_shards`), under one parent run.
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import click
 from modelloop.cli.errors import reports_errors
 from modelloop.cli.options import log_level_option
 from modelloop.contract.errors import InvalidInputError
+from modelloop.contract.interrupts import Interrupted, sigterm_interrupts
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _BATCH_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -73,7 +75,17 @@ def check_batch_id(batch_id: str) -> str:
 )
 @click.option("--shard-key", help="Integer column splitting a --query into shards (contiguous key ranges).")
 @click.option("--parent-run", help="MLflow parent run of a sharded batch (set by --on-kubernetes).")
-@click.option("--memory-budget", default="1G", show_default=True, help="Peak memory of the process.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    help="Local shards running at once (--shards with no shard named).  [default: the usable cores]",
+)
+@click.option(
+    "--memory-budget",
+    default="1G",
+    show_default=True,
+    help="Peak memory of one process (each local shard has its own).",
+)
 @click.option("--tracking-uri", help="MLflow tracking URI (the registry is on the same server).")
 @click.option("--no-record", is_flag=True, help="Write no MLflow run.")
 @click.option("--quiet", is_flag=True, help="No progress line (and warnings and errors only in the log).")
@@ -126,14 +138,17 @@ def _score_in_processes(options: dict[str, object], tracking_uri: str, batch_id:
     shards = int(str(options["shards"]))
     model = str(options["model"])
     name, ref = parse_model_ref(model)
-    if not ref.isdigit():
+    if not (ref.isdigit() and options["no_record"]):  # checked before a parent run or a shard exists
         name, ref = _pinned_version(tracking_uri, model)
     args = _given_args()
-    for flag in ("--model", "--batch-id", "--shards", "--shard-index", "--parent-run"):
+    for flag in ("--model", "--batch-id", "--shards", "--shard-index", "--parent-run", "--parallel"):
         args = option_removed(args, flag)
     args = ["--model", f"{name}/{ref}", *args, "--batch-id", batch_id, "--shards", str(shards)]
+    parallel = int(str(options["parallel"])) if options["parallel"] else None
     if options["no_record"]:
-        run_local_shards(args, shards=shards, batch_id=batch_id, progress=not options["quiet"])
+        run_local_shards(
+            args, shards=shards, batch_id=batch_id, progress=not options["quiet"], parallel=parallel
+        )
         return
     from modelloop.batch.records import MlflowRecorder
 
@@ -141,8 +156,9 @@ def _score_in_processes(options: dict[str, object], tracking_uri: str, batch_id:
     parent = recorder.parent(batch_id, shards, model=name)
     try:
         run_local_shards(
-            [*args, "--parent-run", parent], shards=shards, batch_id=batch_id, progress=not options["quiet"]
-        )
+            [*args, "--parent-run", parent], shards=shards, batch_id=batch_id, progress=not options["quiet"],
+            parallel=parallel,
+        )  # fmt: skip
     except BaseException as exc:  # the shards did not all finish: the parent run says so
         recorder.parent_ended(parent, "FAILED" if isinstance(exc, Exception) else "KILLED")
         raise
@@ -183,7 +199,12 @@ def _score_here(options: dict[str, object], tracking_uri: str, batch_id: str) ->
         shard=shard, keys=_keys(options["keys"]), memory_budget=parse_size(str(options["memory_budget"])),
         progress=not options["quiet"], recorder=recorder,
     )  # fmt: skip
-    result = score_batch(job)
+    try:
+        with sigterm_interrupts():  # so the shard's sink is aborted: no half-written part or staging table
+            result = score_batch(job)
+    except Interrupted:
+        click.echo("error: stopped by SIGTERM (its uncommitted output removed)", err=True)
+        raise SystemExit(128 + signal.SIGTERM) from None
     click.echo(result.summary())
 
 

@@ -34,7 +34,7 @@ BATCH_LABEL = "modelloop.io/batch-id"
 SHARDS_ANNOTATION = "modelloop.io/batch-shards"
 #: the command's own flags that do not go to the shards (the launcher's: the shards' tracking URI is the
 #: chart's MLflow env, the launcher's may be a port-forward), and those it sets for them
-LAUNCHER_FLAGS = ("--job-template", "--namespace", "--kubeconfig", "--tracking-uri")
+LAUNCHER_FLAGS = ("--job-template", "--namespace", "--kubeconfig", "--tracking-uri", "--parallel")
 LAUNCHER_SWITCHES = ("--on-kubernetes",)
 SET_FOR_SHARDS = ("--batch-id", "--shards", "--shard-index", "--parent-run", "--model")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
@@ -111,9 +112,12 @@ def test_the_teacher_also_labels_unlabelled_rows(tracking_uri: str, model_name: 
     assert np.isfinite(result.student.quality_gap)
 
 
-def test_a_database_tracking_uri_registers_the_teacher_and_the_student(tmp_path: Path) -> None:
+def test_a_database_tracking_uri_registers_the_teacher_and_the_student(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """MLflow users often point MLFLOW_TRACKING_URI at a database file; the registry then reads the logged
     model back through the process-wide URI (the student's registration once failed here: not found)."""
+    monkeypatch.chdir(tmp_path)  # a database store's default artifact root is ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = load_config(EXAMPLE, ["study.n_trials=2", "model_name=bc-in-a-database"])
     result = run_training(config, tracking_uri=uri)
