@@ -49,6 +49,7 @@ def _served_latency_ms(loaded: Any, row: Any) -> float:
 
 def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     import numpy as np
     import optuna
     from mlflow import MlflowClient
