@@ -4,11 +4,12 @@ the quality gap between them.
 Workload: the demo's training config (`modelloop.cli.demo_loop.training_config`: HistGradientBoosting on the
 demo's breast-cancer table, tuned for ROC AUC) with 20 trials and, as `distill`, a bare depth-6 decision tree
 as the student, fitted on the teacher's probabilities softened at temperature 2, trained by `run_training`
-against a real `mlflow server`. Both registered versions are then loaded the way the scoring server loads
-them (`serving.model_host.load_model`: the numpy fast path where the model answers alike; for the bare tree
-its fitted tree's own traversal, `serving.fast_input.tree_method`) and one test row is predicted many times in
-this process; the median is each model's single-row latency as served (the model's share of a request: the
-gRPC round trip, validation and batching around it are the same for both and not counted). The latencies
+against a real `mlflow server`. Both registered versions are then measured as `modelloop train` measures
+them (`cli.served_latency`: loaded the way the scoring server loads them, `serving.model_host.load_model`,
+with the numpy fast path where the model answers alike and, for the bare tree, its fitted tree's own
+traversal, `serving.fast_input.tree_method`), one test row predicted many times in this process; the median
+is each model's single-row latency as served (the model's share of a request: the gRPC round trip,
+validation and batching around it are the same for both and not counted). The latencies
 the training logged on the student's run (a DataFrame row straight into the model) are printed beside them.
 Targets (the issue): student at least 5x faster, ROC AUC within 0.01 of the teacher's. Returns non-zero when
 either is missed.
@@ -20,12 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 TRIALS = 20
 RUNS = 2000
@@ -33,31 +31,16 @@ SPEEDUP_TARGET = 5.0
 GAP_TARGET = 0.01
 
 
-def _served_latency_ms(loaded: Any, row: Any) -> float:
-    from modelloop.serving.schema import Features
-
-    features = Features(1, matrix=row) if loaded.schema.all_float else None
-    assert features is not None, "the demo table is all numbers"
-    loaded.predict(features)
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        loaded.predict(features)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
-
-
 def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    import numpy as np
     import optuna
     from mlflow import MlflowClient
 
     from modelloop.cli.demo_data import load_dataset
     from modelloop.cli.demo_loop import training_config
+    from modelloop.cli.served_latency import served_latency_ms
     from modelloop.deploy.mlflow_server import MlflowServer
-    from modelloop.serving.model_host import load_model
     from modelloop.training import run_training
     from modelloop.training.config import validate_config
 
@@ -89,13 +72,10 @@ def main() -> int:
             assert result.student is not None and result.version is not None
             student = result.student
             run = MlflowClient(server.url).get_run(student.run_id)
-            teacher = load_model(server.url, config.model_name, result.version)
-            pupil = load_model(server.url, student.model_name, student.version)
-            row = np.asarray(
-                frame.drop(columns=[config.target]).head(1)[teacher.schema.names], dtype=np.float64
-            )
-            teacher_ms = _served_latency_ms(teacher, row)
-            student_ms = _served_latency_ms(pupil, row)
+            measure = served_latency_ms(server.url, runs=RUNS)  # what `modelloop train` logs, more runs
+            row = frame.drop(columns=[config.target]).head(1)
+            teacher_ms = measure(config.model_name, result.version, row)
+            student_ms = measure(student.model_name, student.version, row)
         finally:
             server.stop()
     metrics = run.data.metrics

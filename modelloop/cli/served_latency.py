@@ -4,15 +4,13 @@
 training itself may not import serving). It loads the version with the scoring server's loader
 (`serving.model_host.load_model`: the registry, the signature, the unseen-category policy, the fast path),
 turns the row into the validated features the server would predict (batch scoring's Arrow validation, the
-same checks and conversions), and times the prediction alone: the median of `RUNS` single-row calls, in
+same checks and conversions), and times the prediction alone: the median of `runs` single-row calls, in
 milliseconds. What surrounds it in a request (the gRPC round trip, decoding, batching) is the same for any
 model and is not counted, as in bench/distill.py.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import pandas as pd
@@ -22,7 +20,7 @@ from modelloop.contract.errors import InvalidInputError
 RUNS = 300
 
 
-def served_latency_ms(tracking_uri: str) -> Callable[[str, str, pd.DataFrame], float]:
+def served_latency_ms(tracking_uri: str, *, runs: int = RUNS) -> Callable[[str, str, pd.DataFrame], float]:
     """A measure of one registered version's single-row latency as served (see the module docstring)."""
 
     def measure(name: str, version: str, row: pd.DataFrame) -> float:
@@ -30,19 +28,14 @@ def served_latency_ms(tracking_uri: str) -> Callable[[str, str, pd.DataFrame], f
 
         from modelloop.batch.rows import check_chunk
         from modelloop.serving.model_host import load_model
+        from modelloop.training.distill import median_ms
 
         loaded = load_model(tracking_uri, name, version, max_rows=16)
         checked = check_chunk(loaded.schema, pa.RecordBatch.from_pandas(row.head(1), preserve_index=False))
-        if checked.features is None:
-            raise InvalidInputError(f"model {name}/{version} refuses the row: {checked.reasons[0]}")
         features = checked.features
-        loaded.predict(features)  # warm-up
-        times = []
-        for _ in range(RUNS):
-            start = time.perf_counter()
-            loaded.predict(features)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1000.0
+        if features is None:
+            raise InvalidInputError(f"model {name}/{version} refuses the row: {checked.reasons[0]}")
+        return median_ms(lambda: loaded.predict(features), runs=runs)
 
     return measure
 

@@ -135,16 +135,21 @@ def fit_student(config: TrainingConfig, teacher: Any, rows: pd.DataFrame) -> Any
     return student
 
 
-def single_row_latency_ms(model: Any, row: pd.DataFrame, *, runs: int = LATENCY_RUNS) -> float:
-    """Median wall time of one single-row prediction (probabilities for a classifier), in milliseconds."""
-    predict: Callable[[pd.DataFrame], Any] = getattr(model, "predict_proba", None) or model.predict
-    predict(row)  # warm-up
+def median_ms(call: Callable[[], Any], *, runs: int = LATENCY_RUNS) -> float:
+    """Median wall time of `call()` over `runs` calls after one warm-up call, in milliseconds."""
+    call()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        predict(row)
+        call()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+def single_row_latency_ms(model: Any, row: pd.DataFrame, *, runs: int = LATENCY_RUNS) -> float:
+    """Median wall time of one single-row prediction (probabilities for a classifier), in milliseconds."""
+    predict: Callable[[pd.DataFrame], Any] = getattr(model, "predict_proba", None) or model.predict
+    return median_ms(lambda: predict(row), runs=runs)
 
 
 def distil(
@@ -311,6 +316,7 @@ __all__ = [
     "ServedLatency",
     "distil",
     "fit_student",
+    "median_ms",
     "single_row_latency_ms",
     "soft_labels",
     "student_config",
